@@ -1,0 +1,56 @@
+# The README's commands. `make demo` and `make test` set up everything on a fresh machine:
+# Debian packages (when missing), .venv (when missing), the project (when pyproject.toml changed).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.partgen-installed
+DEB_PACKAGES := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow bench lint format deb venv clean
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: venv
+	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python scripts/bench_attention.py --tokens 16384 --parts 8 --json bench-attention.json
+
+lint: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Debian packages open3d needs (libusb) and offscreen rendering needs (Vulkan/Mesa)
+deb:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# reinstall only when the project's metadata changed
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+venv: deb $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Hydra configs of partgen (folder conf/, packaged as partgen.conf)."""

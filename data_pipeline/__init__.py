@@ -1,0 +1,1 @@
+"""Mesh ingest, normalisation, voxelisation, part annotation, records and dataset recipes."""

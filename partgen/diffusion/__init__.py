@@ -1,0 +1,1 @@
+"""Flow matching, samplers and guidance (no nn modules)."""

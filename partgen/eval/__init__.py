@@ -1,0 +1,1 @@
+"""Metrics: Chamfer, F-score, IoU, Rand index, mIoU."""

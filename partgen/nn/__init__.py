@@ -1,0 +1,1 @@
+"""Neural-network building blocks: attention dispatch, sparse convolution, transformer blocks."""

@@ -1,0 +1,140 @@
+"""Transformer blocks over flattened tokens with group attention, and a sparse-voxel transformer.
+
+Legend: N tokens (voxels), M context tokens, C channels, H heads, D head dim, R resolution.
+Attention goes through partgen.nn.attention, so every block runs on any backend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from partgen.nn.attention import attention
+from partgen.structures import PartGroups, SparseVoxels, groups_from_cu_seqlens
+
+AttentionScope = Literal["part", "global"]
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention over groups: (N, C) queries, (M, C_ctx) context -> (N, C).
+
+    qk_norm: RMS-normalise queries and keys per head (stabilises large-token training).
+    """
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, qk_norm: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.q_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        groups: PartGroups,
+        context: torch.Tensor | None = None,
+        context_groups: PartGroups | None = None,
+    ) -> torch.Tensor:
+        N, C = x.shape
+        q = self.q_norm(self.to_q(x).view(N, self.heads, self.head_dim))  # (N, H, D)
+        src = x if context is None else context
+        k, v = self.to_kv(src).view(src.shape[0], 2, self.heads, self.head_dim).unbind(1)  # (M, H, D) each
+        out = attention(q, self.k_norm(k), v, groups, groups if context is None else context_groups)
+        return self.proj(out.reshape(N, C))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0):
+        hidden = int(dim * mlp_ratio)
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: group self-attention, optional group cross-attention, MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, context_dim: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, heads)
+        self.cross = None
+        if context_dim is not None:
+            self.norm2 = nn.LayerNorm(dim)
+            self.cross = MultiHeadAttention(dim, heads, context_dim=context_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_ratio)
+
+    def forward(self, x, groups, context=None, context_groups=None):
+        x = x + self.attn(self.norm1(x), groups)
+        if self.cross is not None:
+            if context is None or context_groups is None:
+                raise ValueError("this block has cross-attention: pass context and context_groups")
+            x = x + self.cross(self.norm2(x), groups, context, context_groups)
+        return x + self.mlp(self.norm3(x))
+
+
+def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(N,) or (N, K) values -> (N, K * dim) sin/cos features, dim even per value column."""
+    if dim % 2:
+        raise ValueError(f"embedding dim must be even, got {dim}")
+    values = values.to(torch.float32).reshape(values.shape[0], -1, 1)  # (N, K, 1)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(dim // 2, device=values.device) / (dim // 2))
+    angles = values * freqs  # (N, K, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], -1).flatten(1)
+
+
+def resolve_schedule(
+    schedule: AttentionScope | Literal["alternate"] | list[AttentionScope], depth: int
+) -> list[AttentionScope]:
+    """'part' | 'global' | 'alternate' (part first) | an explicit per-layer list -> one scope per layer."""
+    if isinstance(schedule, str):
+        if schedule == "alternate":
+            return ["part" if i % 2 == 0 else "global" for i in range(depth)]
+        schedule = [schedule] * depth
+    schedule = list(schedule)
+    if len(schedule) != depth or any(s not in ("part", "global") for s in schedule):
+        raise ValueError(f"schedule must give 'part' or 'global' for each of {depth} layers, got {schedule}")
+    return schedule
+
+
+class SparseTransformer(nn.Module):
+    """Transformer over SparseVoxels whose layers attend within part groups or the whole object.
+
+    (N, C_in) voxel features + sinusoidal position of the voxel coords -> (N, C_out).
+    "part" layers use voxels.part_groups() (one group per batch item when part is None);
+    "global" layers attend over each whole batch item.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 256,
+        depth: int = 8,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        schedule: AttentionScope | Literal["alternate"] | list[AttentionScope] = "part",
+        pos_channels: int = 8,
+    ):
+        super().__init__()
+        self.schedule = resolve_schedule(schedule, depth)
+        self.pos_channels = pos_channels
+        self.embed = nn.Linear(in_channels + 3 * pos_channels, width)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, out_channels)
+
+    def forward(self, x: SparseVoxels, schedule: list[AttentionScope] | None = None) -> SparseVoxels:
+        scopes = self.schedule if schedule is None else resolve_schedule(schedule, len(self.blocks))
+        groups = {"part": x.part_groups(), "global": groups_from_cu_seqlens(x.cu_seqlens)}
+        pos = sinusoidal_embedding(x.centers() * x.resolution, self.pos_channels).to(x.dtype)  # (N, 3 * P)
+        h = self.embed(torch.cat([x.feats, pos], 1))
+        for block, scope in zip(self.blocks, scopes, strict=True):
+            h = block(h, groups[scope])
+        return x.replace(feats=self.head(self.norm(h)))

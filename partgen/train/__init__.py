@@ -1,0 +1,1 @@
+"""Training loop, distributed set-up, EMA, checkpoints."""
