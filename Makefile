@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.partgen-installed
 DEB_PACKAGES := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers
+# The CPU wheel (on local disk here). A plain range would pull the 5 GB CUDA build; on a GPU
+# machine run `make TORCH=torch==2.14.1 ...` (see README, GPU installation).
+TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-slow bench lint format deb venv clean
@@ -20,7 +23,7 @@ test-slow: venv
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
 
 bench: venv
-	$(BIN)/python scripts/bench_attention.py --tokens 16384 --parts 8 --json bench-attention.json
+	$(BIN)/python scripts/bench_part_attention.py --tokens 16384 --parts 8 --dist balanced --backward --backends sdpa_loop,partgen_cpu --json bench-part-attention.json
 
 lint: venv
 	$(BIN)/ruff format --check .
@@ -43,7 +46,7 @@ deb:
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
 
 # reinstall only when the project's metadata changed
 $(STAMP): pyproject.toml | $(BIN)/python
