@@ -233,9 +233,13 @@ def print_table(report: dict) -> None:
         f"({c['threads']} threads); matmul {report['machine']['matmul_gflops']} GFLOP/s; ideal ratio {report['ideal_ratio']}x"
     )
     full = report["full_sdpa"] or {}
-    print(f"{'backend':<14}{'fwd ms':>10}{'fwd+bwd ms':>12}{'peak MB':>10}{'GFLOP/s':>10}{'vs full fwd':>13}{'vs full f+b':>13}")
+    print(
+        f"{'backend':<14}{'fwd ms':>10}{'fwd+bwd ms':>12}{'peak MB':>10}{'GFLOP/s':>10}{'vs full fwd':>13}{'vs full f+b':>13}"
+    )
     if full:
-        print(f"{'full_sdpa':<14}{_fmt(full.get('fwd_ms')):>10}{_fmt(full.get('fwdbwd_ms')):>12}{_fmt(full.get('peak_mem_mb')):>10}")
+        print(
+            f"{'full_sdpa':<14}{_fmt(full.get('fwd_ms')):>10}{_fmt(full.get('fwdbwd_ms')):>12}{_fmt(full.get('peak_mem_mb')):>10}"
+        )
     for name, r in report["backends"].items():
         if "fwd_ms" not in r:
             why = r.get("error") or "; ".join(r.get("skipped", []))
