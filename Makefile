@@ -49,8 +49,9 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q "$(TORCH)"
 
 # reinstall only when the project's metadata changed
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml kernels/csrc/part_attention_cpu.cpp | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m partgen.kernels || echo "partgen: CPU kernels not built; the reference will be used"
 	touch $@
 
 venv: deb $(STAMP)

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
+from partgen.kernels import native_available
 from partgen.nn import attention as attn
 from partgen.nn.attention import BACKENDS, attention, use_attention_backend
 from partgen.structures import cu_seqlens_from_lengths, groups_from_cu_seqlens, groups_from_mask, part_groups
 
-CPU_BACKENDS = ["reference", "sdpa_loop", "flex"]
+CPU_BACKENDS = ["reference", "sdpa_loop", "flex"]  # fp64-capable; partgen_cpu is tested in tests/kernels
 GRAD_BACKENDS = ["reference", "sdpa_loop"]
 
 
@@ -120,7 +121,9 @@ def test_flex_refuses_backward_on_cpu_with_reason():
 def test_auto_picks_first_capable_backend_and_defaults_can_be_set(monkeypatch):
     q, k, v, qg, _, _ = self_case(10, 2, 8)
     inp = attn._make_inputs(q.float(), k.float(), v.float(), qg, None, None)
-    assert attn.select_backend(inp, "auto").name == "sdpa_loop"
+    native_cpu = native_available("cpu")[0]
+    assert attn.select_backend(inp, "auto").name == ("partgen_cpu" if native_cpu else "sdpa_loop")
+    assert attn.select_backend(attn._make_inputs(q, k, v, qg, None, None), "auto").name == "sdpa_loop"  # fp64
     with use_attention_backend("reference"):
         assert attn.default_backend() == "reference"
         assert attn.select_backend(inp).name == "reference"
@@ -139,7 +142,8 @@ def test_every_backend_says_why_not_and_errors_list_reasons(monkeypatch):
     assert set(reasons) == set(BACKENDS)
     assert reasons["reference"] == [] and reasons["sdpa_loop"] == []
     assert any("CUDA" in r for r in reasons["flash_attn"]) and any("CUDA" in r for r in reasons["xformers"])
-    assert reasons["partgen_cpu"] and reasons["partgen_cuda"]
+    assert reasons["partgen_cpu"] == ["partgen_cpu takes torch.float32, torch.bfloat16, got torch.float64"]
+    assert reasons["partgen_cuda"] == ["partgen_cuda runs on cuda, input on cpu"]
     with pytest.raises(ValueError, match="flash_attn cannot run this input: .*CUDA"):
         attention(q, k, v, qg, backend="flash_attn")
     monkeypatch.setattr(attn, "BACKENDS", {"xformers": BACKENDS["xformers"]})

@@ -1,0 +1,142 @@
+"""Part attention as a registered torch op: schema, fake (meta) twin, autograd, public function.
+
+Legend: N_q / N_k query / key tokens, H heads, D head dim, D_v value dim, G groups, M_k key rows.
+
+Three layers, as flash-attention has them:
+  torch.ops.partgen.part_attention_fwd / _bwd   registered ops (C++ kernels for CPU and CUDA,
+                                                fake twins so torch.compile can trace them)
+  autograd registration                         backward = part_attention_bwd from saved lse
+  part_attention(...)                           validates, picks the native op or the reference
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+
+from partgen.kernels import build
+from partgen.kernels.reference import part_attention_reference
+from partgen.structures import PartGroups
+
+log = logging.getLogger(__name__)
+
+_lib = torch.library.Library("partgen", "DEF")
+_lib.define(
+    "part_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor q_perm, Tensor q_cu, Tensor k_perm, Tensor k_cu, "
+    "float scale) -> (Tensor, Tensor)"
+)
+_lib.define(
+    "part_attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor q_perm, "
+    "Tensor q_cu, Tensor k_perm, Tensor k_cu, float scale) -> (Tensor, Tensor, Tensor)"
+)
+
+
+@torch.library.register_fake("partgen::part_attention_fwd")
+def _fwd_fake(q, k, v, q_perm, q_cu, k_perm, k_cu, scale):
+    out = q.new_empty(q.shape[0], q.shape[1], v.shape[2])
+    lse = q.new_empty(q.shape[0], q.shape[1], dtype=torch.float32)
+    return out, lse
+
+
+@torch.library.register_fake("partgen::part_attention_bwd")
+def _bwd_fake(dout, q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu, scale):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, q_perm, q_cu, k_perm, k_cu, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu)
+    ctx.scale = scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu = ctx.saved_tensors
+    dq, dk, dv = torch.ops.partgen.part_attention_bwd(
+        dout.contiguous(), q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu, ctx.scale
+    )
+    return dq, dk, dv, None, None, None, None, None
+
+
+torch.library.register_autograd("partgen::part_attention_fwd", _backward, setup_context=_setup_context)
+
+NATIVE_DTYPES = {
+    "cpu": (torch.float32, torch.bfloat16),
+    "cuda": (torch.float32, torch.bfloat16, torch.float16),
+}
+
+
+def native_available(device_type: str) -> tuple[bool, str]:
+    """Whether the compiled op for a device type is loaded (building it on first ask)."""
+    if device_type == "cpu":
+        return build.load_cpu_op()
+    if device_type == "cuda":
+        return build.load_cuda_op()
+    return False, f"no compiled part-attention op for device {device_type}"
+
+
+def validate_inputs(q, k, v, q_groups: PartGroups, kv_groups: PartGroups) -> None:
+    """Raise ValueError naming the first problem with a part-attention call."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            raise ValueError(f"{name} must be a 3-D (tokens, heads, dim) tensor")
+    if not (q.shape[1] == k.shape[1] == v.shape[1]):
+        raise ValueError(f"shape mismatch: head counts q {q.shape[1]}, k {k.shape[1]}, v {v.shape[1]}")
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"shape mismatch: q head dim {q.shape[2]} != k head dim {k.shape[2]}")
+    if k.shape[0] != v.shape[0]:
+        raise ValueError(f"shape mismatch: k has {k.shape[0]} tokens, v has {v.shape[0]}")
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        raise ValueError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q_groups.num_groups != kv_groups.num_groups:
+        raise ValueError(
+            f"query groups ({q_groups.num_groups}) and key groups ({kv_groups.num_groups}) differ in count"
+        )
+    q_groups.validate(num_tokens=q.shape[0], permutation=True)
+    kv_groups.validate(num_tokens=k.shape[0], permutation=False)
+
+
+def part_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    groups: PartGroups,
+    kv_groups: PartGroups | None = None,
+    scale: float | None = None,
+    *,
+    impl: Literal["auto", "native", "reference"] = "auto",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Group attention with fused gather/scatter. Token order in, token order out.
+
+    q:         (N_q, H, D)  float32 or bfloat16 (float16 too on CUDA), any strides
+    k, v:      (N_k, H, D), (N_k, H, D_v), same dtype
+    groups:    PartGroups over the queries; its perm is a permutation of N_q
+    kv_groups: PartGroups over the keys with the same group count (None: groups, self-attention);
+               its perm may select or repeat keys (per-part visible image tokens)
+    scale:     softmax scale, default D ** -0.5
+    impl:      "native" (the compiled op; raises if unavailable), "reference", or "auto"
+               (native when loaded and the dtype is supported, else the reference, logged)
+    returns    (N_q, H, D_v) in q's dtype; a query whose group has no key gets zeros.
+    """
+    kv_groups = groups if kv_groups is None else kv_groups
+    if validate:
+        validate_inputs(q, k, v, groups, kv_groups)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if impl != "reference":
+        loaded, why_not = native_available(q.device.type)
+        if loaded and q.dtype not in NATIVE_DTYPES.get(q.device.type, ()):
+            loaded, why_not = False, f"dtype {q.dtype} is not supported by the compiled op on {q.device.type}"
+        if loaded:
+            q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+            out, _ = torch.ops.partgen.part_attention_fwd(
+                q, k, v, groups.perm, groups.cu_seqlens, kv_groups.perm, kv_groups.cu_seqlens, scale
+            )
+            return out
+        if impl == "native":
+            raise RuntimeError(f"the compiled part-attention op cannot run: {why_not}")
+        log.debug("part_attention: compiled op unavailable (%s); using the reference", why_not)
+    return part_attention_reference(q, k, v, groups, kv_groups, scale)
