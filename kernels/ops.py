@@ -25,40 +25,40 @@ log = logging.getLogger(__name__)
 _lib = torch.library.Library("partgen", "DEF")
 _lib.define(
     "part_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor q_perm, Tensor q_cu, Tensor k_perm, Tensor k_cu, "
-    "float scale) -> (Tensor, Tensor)"
+    "int max_q, int max_k, float scale) -> (Tensor, Tensor)"
 )
 _lib.define(
     "part_attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor q_perm, "
-    "Tensor q_cu, Tensor k_perm, Tensor k_cu, float scale) -> (Tensor, Tensor, Tensor)"
+    "Tensor q_cu, Tensor k_perm, Tensor k_cu, int max_q, int max_k, float scale) -> (Tensor, Tensor, Tensor)"
 )
 
 
 @torch.library.register_fake("partgen::part_attention_fwd")
-def _fwd_fake(q, k, v, q_perm, q_cu, k_perm, k_cu, scale):
+def _fwd_fake(q, k, v, q_perm, q_cu, k_perm, k_cu, max_q, max_k, scale):
     out = q.new_empty(q.shape[0], q.shape[1], v.shape[2])
     lse = q.new_empty(q.shape[0], q.shape[1], dtype=torch.float32)
     return out, lse
 
 
 @torch.library.register_fake("partgen::part_attention_bwd")
-def _bwd_fake(dout, q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu, scale):
+def _bwd_fake(dout, q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu, max_q, max_k, scale):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, q_perm, q_cu, k_perm, k_cu, scale = inputs
+    q, k, v, q_perm, q_cu, k_perm, k_cu, max_q, max_k, scale = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu)
-    ctx.scale = scale
+    ctx.max_q, ctx.max_k, ctx.scale = max_q, max_k, scale
     ctx.mark_non_differentiable(lse)
 
 
 def _backward(ctx, dout, dlse):
     q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu = ctx.saved_tensors
     dq, dk, dv = torch.ops.partgen.part_attention_bwd(
-        dout.contiguous(), q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu, ctx.scale
+        dout.contiguous(), q, k, v, out, lse, q_perm, q_cu, k_perm, k_cu, ctx.max_q, ctx.max_k, ctx.scale
     )
-    return dq, dk, dv, None, None, None, None, None
+    return dq, dk, dv, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("partgen::part_attention_fwd", _backward, setup_context=_setup_context)
@@ -133,7 +133,16 @@ def part_attention(
         if loaded:
             q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
             out, _ = torch.ops.partgen.part_attention_fwd(
-                q, k, v, groups.perm, groups.cu_seqlens, kv_groups.perm, kv_groups.cu_seqlens, scale
+                q,
+                k,
+                v,
+                groups.perm,
+                groups.cu_seqlens,
+                kv_groups.perm,
+                kv_groups.cu_seqlens,
+                groups.max_seqlen,
+                kv_groups.max_seqlen,
+                scale,
             )
             return out
         if impl == "native":

@@ -399,7 +399,7 @@ Rows<T> rows(const at::Tensor& t) {
 std::tuple<at::Tensor, at::Tensor> part_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                           const at::Tensor& q_perm, const at::Tensor& q_cu,
                                                           const at::Tensor& k_perm, const at::Tensor& k_cu,
-                                                          double scale) {
+                                                          int64_t /*max_q*/, int64_t /*max_k*/, double scale) {
   check_inputs(q, k, v, q_perm, q_cu, k_perm, k_cu);
   const Problem p = make_problem(q, v, q_perm, q_cu, k_perm, k_cu, scale);
   auto out = at::empty({q.size(0), p.H, p.Dv}, q.options());
@@ -431,7 +431,7 @@ std::tuple<at::Tensor, at::Tensor> part_attention_fwd_cpu(const at::Tensor& q, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> part_attention_bwd_cpu(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, const at::Tensor& q_perm, const at::Tensor& q_cu, const at::Tensor& k_perm,
-    const at::Tensor& k_cu, double scale) {
+    const at::Tensor& k_cu, int64_t /*max_q*/, int64_t /*max_k*/, double scale) {
   check_inputs(q, k, v, q_perm, q_cu, k_perm, k_cu);
   TORCH_CHECK(dout.sizes() == out.sizes() && dout.scalar_type() == q.scalar_type(), "dout must match out");
   TORCH_CHECK(dout.stride(2) == 1 && out.stride(2) == 1, "dout and out need a contiguous last dim");

@@ -148,7 +148,7 @@ def test_custom_scale():
 def test_opcheck_schema_fake_and_autograd():
     q, k, v, groups, _ = make_case(50, 2, 16)
     args = [t.float().requires_grad_(True) for t in (q, k, v)]
-    args += [groups.perm, groups.cu_seqlens, groups.perm, groups.cu_seqlens, 0.25]
+    args += [groups.perm, groups.cu_seqlens, groups.perm, groups.cu_seqlens, groups.max_seqlen, groups.max_seqlen, 0.25]
     torch.library.opcheck(torch.ops.partgen.part_attention_fwd.default, args)
 
 
@@ -156,9 +156,11 @@ def test_torch_compile_traces_the_op_without_graph_breaks():
     q, k, v, groups, _ = make_case(64, 2, 16)
     q, k, v = (t.float() for t in (q, k, v))
 
+    g = groups
+
     def fn(q, k, v):
         out, _ = torch.ops.partgen.part_attention_fwd(
-            q, k, v, groups.perm, groups.cu_seqlens, groups.perm, groups.cu_seqlens, 0.25
+            q, k, v, g.perm, g.cu_seqlens, g.perm, g.cu_seqlens, g.max_seqlen, g.max_seqlen, 0.25
         )
         return out * 2
 
