@@ -78,23 +78,34 @@ def native_available(device_type: str) -> tuple[bool, str]:
     return False, f"no compiled part-attention op for device {device_type}"
 
 
-def validate_inputs(q, k, v, q_groups: PartGroups, kv_groups: PartGroups) -> None:
-    """Raise ValueError naming the first problem with a part-attention call."""
+def check_shapes(q, k, v, q_groups: PartGroups, kv_groups: PartGroups) -> None:
+    """Cheap checks (no pass over the data) of an attention call; ValueError naming the problem."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 3:
             raise ValueError(f"{name} must be a 3-D (tokens, heads, dim) tensor")
     if not (q.shape[1] == k.shape[1] == v.shape[1]):
-        raise ValueError(f"shape mismatch: head counts q {q.shape[1]}, k {k.shape[1]}, v {v.shape[1]}")
+        raise ValueError(f"shape mismatch: head counts differ: q {q.shape[1]}, k {k.shape[1]}, v {v.shape[1]}")
     if q.shape[2] != k.shape[2]:
-        raise ValueError(f"shape mismatch: q head dim {q.shape[2]} != k head dim {k.shape[2]}")
+        raise ValueError(f"shape mismatch: q and k head dims differ: {q.shape[2]} vs {k.shape[2]}")
     if k.shape[0] != v.shape[0]:
-        raise ValueError(f"shape mismatch: k has {k.shape[0]} tokens, v has {v.shape[0]}")
+        raise ValueError(f"shape mismatch: k and v token counts differ: {k.shape[0]} vs {v.shape[0]}")
     if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
         raise ValueError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device == q_groups.device == kv_groups.device):
+        raise ValueError("q, k, v and the groups must be on one device")
     if q_groups.num_groups != kv_groups.num_groups:
         raise ValueError(
-            f"query groups ({q_groups.num_groups}) and key groups ({kv_groups.num_groups}) differ in count"
+            f"query and key groupings differ in group count: {q_groups.num_groups} vs {kv_groups.num_groups}"
         )
+    if q_groups.perm.numel() != q.shape[0]:
+        raise ValueError(f"q_groups.perm must order all {q.shape[0]} queries, has {q_groups.perm.numel()} entries")
+    if kv_groups is q_groups and k.shape[0] != q.shape[0]:
+        raise ValueError(f"self-attention groups need as many keys as queries: {k.shape[0]} vs {q.shape[0]}")
+
+
+def validate_inputs(q, k, v, q_groups: PartGroups, kv_groups: PartGroups) -> None:
+    """check_shapes, then a full pass over the groups (cu_seqlens, permutation, index ranges)."""
+    check_shapes(q, k, v, q_groups, kv_groups)
     q_groups.validate(num_tokens=q.shape[0], permutation=True)
     kv_groups.validate(num_tokens=k.shape[0], permutation=False)
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from partgen.kernels import NATIVE_DTYPES, native_op, part_attention_reference
+from partgen.kernels.ops import check_shapes, validate_inputs
 from partgen.structures import PartGroups
 
 log = logging.getLogger(__name__)
@@ -315,30 +316,10 @@ def _check_name(name: str) -> None:
 
 def _make_inputs(q, k, v, q_groups, kv_groups, scale) -> AttentionInputs:
     kv_groups = q_groups if kv_groups is None else kv_groups
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 3:
-            raise ValueError(f"{name} must be a 3-D (tokens, heads, dim) tensor")
-    if q.shape[1] != k.shape[1] or k.shape[1] != v.shape[1]:
-        raise ValueError(f"head counts differ: q {q.shape[1]}, k {k.shape[1]}, v {v.shape[1]}")
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(f"q and k head dims differ: {q.shape[2]} vs {k.shape[2]}")
-    if k.shape[0] != v.shape[0]:
-        raise ValueError(f"k and v token counts differ: {k.shape[0]} vs {v.shape[0]}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device == q_groups.device == kv_groups.device):
-        raise ValueError("q, k, v and the groups must be on one device")
-    if q_groups.num_groups != kv_groups.num_groups:
-        raise ValueError(
-            f"query and key groupings differ in group count: {q_groups.num_groups} vs {kv_groups.num_groups}"
-        )
-    if q_groups.perm.numel() != q.shape[0]:
-        raise ValueError(f"q_groups.perm must order all {q.shape[0]} queries, has {q_groups.perm.numel()} entries")
-    if kv_groups is q_groups and k.shape[0] != q.shape[0]:
-        raise ValueError("self-attention groups need as many keys as queries")
     if os.environ.get("PARTGEN_DEBUG"):
-        q_groups.validate(num_tokens=q.shape[0], permutation=True)
-        kv_groups.validate(num_tokens=k.shape[0], permutation=False)
+        validate_inputs(q, k, v, q_groups, kv_groups)
+    else:
+        check_shapes(q, k, v, q_groups, kv_groups)
     return AttentionInputs(q, k, v, q_groups, kv_groups, q.shape[-1] ** -0.5 if scale is None else float(scale))
 
 

@@ -172,8 +172,8 @@ def test_torch_compile_traces_the_op_without_graph_breaks():
     "mutate, message",
     [
         (lambda q, k, v, g: (q[:, :1], k, v, g), "shape mismatch: head counts"),
-        (lambda q, k, v, g: (q, k[..., :8], v, g), "shape mismatch: q head dim"),
-        (lambda q, k, v, g: (q, k, v[:-1], g), "shape mismatch: k has"),
+        (lambda q, k, v, g: (q, k[..., :8], v, g), "shape mismatch: q and k head dims differ"),
+        (lambda q, k, v, g: (q, k, v[:-1], g), "shape mismatch: k and v token counts"),
         (lambda q, k, v, g: (q, k.double(), v, g), "share one floating dtype"),
         (lambda q, k, v, g: (q.long(), k.long(), v.long(), g), "share one floating dtype"),
         (

@@ -157,7 +157,7 @@ def test_every_backend_says_why_not_and_errors_list_reasons(monkeypatch):
         (lambda q, k, v, g: (q[:, :1], k, v, g), "head counts differ"),
         (lambda q, k, v, g: (q, k[..., :3], v, g), "head dims differ"),
         (lambda q, k, v, g: (q, k, v[:5], g), "token counts differ"),
-        (lambda q, k, v, g: (q, k.float(), v, g), "dtypes differ"),
+        (lambda q, k, v, g: (q, k.float(), v, g), "share one floating dtype"),
         (lambda q, k, v, g: (q[:5], k[:5], v[:5], g), "must order all 5 queries"),
         (lambda q, k, v, g: (q[..., 0], k, v, g), "3-D"),
     ],

@@ -3,23 +3,14 @@
 import pytest
 import torch
 
+from conftest import random_voxels
 from partgen.nn.attention import use_attention_backend
 from partgen.nn.blocks import MultiHeadAttention, SparseTransformer, resolve_schedule, sinusoidal_embedding
-from partgen.structures import SparseVoxels, cu_seqlens_from_lengths, groups_from_cu_seqlens
+from partgen.structures import cu_seqlens_from_lengths, groups_from_cu_seqlens
 
 
-def voxels(lengths=(30, 20), parts=3, channels=4, resolution=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    items = []
-    for n in lengths:
-        keys = torch.randperm(resolution**3, generator=g)[:n].sort().values
-        xyz = torch.stack([keys // resolution**2, keys // resolution % resolution, keys % resolution], 1)
-        coords = torch.cat([torch.zeros(n, 1, dtype=torch.int64), xyz], 1).to(torch.int32)
-        part = torch.randint(0, parts, (n,), generator=g)
-        items.append(
-            SparseVoxels(torch.randn(n, channels, generator=g), cu_seqlens_from_lengths([n]), coords, resolution, part)
-        )
-    return SparseVoxels.collate(items).validate()
+def voxels(lengths=(30, 20), parts=3):
+    return random_voxels(lengths, resolution=16, parts=parts)
 
 
 def test_part_attention_layer_equals_masked_global_attention():

@@ -7,6 +7,7 @@ threads, which this module must prevent.
 import pytest
 import torch
 
+from conftest import random_voxels
 from partgen.nn.sparse_conv import (
     SparseDownConv3d,
     SparseInverseConv3d,
@@ -19,17 +20,8 @@ from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
 R = 16
 
 
-def random_voxels(batch=2, n=400, channels=4, seed=0) -> SparseVoxels:
-    g = torch.Generator().manual_seed(seed)
-    items = []
-    for _ in range(batch):
-        keys = torch.randperm(R**3, generator=g)[:n].sort().values
-        xyz = torch.stack([keys // R**2, keys // R % R, keys % R], 1)
-        coords = torch.cat([torch.zeros(n, 1, dtype=torch.int64), xyz], 1).to(torch.int32)
-        feats = torch.randn(n, channels, generator=g, dtype=torch.float64)
-        part = torch.randint(0, 3, (n,), generator=g)
-        items.append(SparseVoxels(feats, cu_seqlens_from_lengths([n]), coords, R, part))
-    return SparseVoxels.collate(items).validate()
+def voxels(batch=2, n=400, channels=4, seed=0) -> SparseVoxels:
+    return random_voxels([n] * batch, resolution=R, channels=channels, seed=seed, dtype=torch.float64)
 
 
 def grads(out: torch.Tensor, weight: torch.Tensor, inputs):
@@ -53,7 +45,7 @@ def test_submanifold_matches_dense_twin_repeatedly(threads):
     torch.set_num_threads(threads)
     layer = SubMConv3d(4, 6).double()
     for rep in range(20):
-        x = random_voxels(seed=rep)
+        x = voxels(seed=rep)
         x = x.replace(feats=x.feats.requires_grad_(True))
         out = layer(x).validate()
         assert torch.equal(out.coords, x.coords)
@@ -68,7 +60,7 @@ def test_down_and_inverse_match_dense_twin_repeatedly(threads, kernel, padding):
     down = SparseDownConv3d(4, 5, "down", kernel_size=kernel, stride=2, padding=padding).double()
     up = SparseInverseConv3d(5, 3, "down", kernel_size=kernel).double()
     for rep in range(20):
-        x = random_voxels(seed=100 + rep)
+        x = voxels(seed=100 + rep)
         x = x.replace(feats=x.feats.requires_grad_(True))
         coarse = down(x).validate()
         assert coarse.resolution == R // 2
@@ -84,7 +76,7 @@ def test_down_and_inverse_match_dense_twin_repeatedly(threads, kernel, padding):
 def test_threads_restored_when_input_needs_no_gradient():
     torch.set_num_threads(2)
     layer = SubMConv3d(4, 4).double()
-    layer(random_voxels()).feats.sum().backward()  # only the weight needs a gradient
+    layer(voxels()).feats.sum().backward()  # only the weight needs a gradient
     assert torch.get_num_threads() == 2 and layer.weight.grad is not None
 
 
@@ -98,14 +90,14 @@ def test_patch_merge_takes_majority_part():
 
 
 def test_strided_with_overlap_drops_parts_and_unbatches():
-    x = random_voxels(batch=3, n=50)
+    x = voxels(batch=3, n=50)
     coarse = SparseDownConv3d(4, 4, "d", kernel_size=3, padding=1).double()(x).validate()
     assert coarse.part is None and coarse.batch_size == 3
     assert [int(it.coords[:, 0].max()) for it in coarse.unbatch()] == [0, 0, 0]
 
 
 def test_unet_round_trip_restores_each_level():
-    x = random_voxels()
+    x = voxels()
     d1, d2 = SparseDownConv3d(4, 8, "l1").double(), SparseDownConv3d(8, 8, "l2").double()
     u2, u1 = SparseInverseConv3d(8, 8, "l2").double(), SparseInverseConv3d(8, 4, "l1").double()
     sub = SubMConv3d(8, 8).double()
@@ -119,9 +111,9 @@ def test_unet_round_trip_restores_each_level():
 
 def test_inverse_without_matching_down_conv_raises():
     with pytest.raises(ValueError, match="indice_key='nope'"):
-        SparseInverseConv3d(4, 4, "nope").double()(random_voxels())
+        SparseInverseConv3d(4, 4, "nope").double()(voxels())
 
 
 def test_channel_mismatch_raises():
     with pytest.raises(ValueError, match="expects 3 input channels"):
-        SubMConv3d(3, 4)(random_voxels())
+        SubMConv3d(3, 4)(voxels())

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import random_voxels
 from partgen.structures import (
     PartGroups,
     Points,
@@ -15,25 +16,6 @@ from partgen.structures import (
     voxel_centers,
     voxel_index,
 )
-
-
-def make_voxels(lengths, resolution=8, parts=3, channels=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    items = []
-    for n in lengths:
-        keys = torch.randperm(resolution**3, generator=g)[:n].sort().values
-        xyz = torch.stack([keys // resolution**2, keys // resolution % resolution, keys % resolution], 1)
-        coords = torch.cat([torch.zeros(n, 1, dtype=torch.int64), xyz], 1).to(torch.int32)
-        items.append(
-            SparseVoxels(
-                feats=torch.randn(n, channels, generator=g),
-                cu_seqlens=cu_seqlens_from_lengths([n]),
-                coords=coords,
-                resolution=resolution,
-                part=torch.randint(0, parts, (n,), generator=g),
-            )
-        )
-    return SparseVoxels.collate(items)
 
 
 def test_cu_seqlens_from_lengths():
@@ -70,7 +52,7 @@ def test_varlen_validate_names_bad_cu_seqlens(cu, message):
 
 
 def test_sparse_voxels_round_trip_and_moves():
-    sv = make_voxels([5, 1, 9]).validate()
+    sv = random_voxels([5, 1, 9]).validate()
     assert sv.batch_size == 3 and sv.coords[:, 0].tolist() == [0] * 5 + [1] + [2] * 9
     items = sv.unbatch()
     assert all(int(it.coords[:, 0].max()) == 0 for it in items)
@@ -85,7 +67,7 @@ def test_sparse_voxels_round_trip_and_moves():
 
 
 def test_sparse_voxels_sorted_is_canonical():
-    sv = make_voxels([6, 4])
+    sv = random_voxels([6, 4])
     shuffled_rows = torch.cat([torch.randperm(6), 6 + torch.randperm(4)])
     shuffled = sv.replace(feats=sv.feats[shuffled_rows], coords=sv.coords[shuffled_rows], part=sv.part[shuffled_rows])
     back = shuffled.sorted().validate()
@@ -107,12 +89,12 @@ def test_sparse_voxels_sorted_is_canonical():
 )
 def test_sparse_voxels_validate_catches_bad_coords(change, message):
     with pytest.raises(ValueError, match=message):
-        change(make_voxels([4, 6])).validate()
+        change(random_voxels([4, 6])).validate()
 
 
 def test_collate_refuses_mixed_resolutions():
     with pytest.raises(ValueError, match="different resolutions"):
-        SparseVoxels.collate([make_voxels([3], resolution=8), make_voxels([3], resolution=16)])
+        SparseVoxels.collate([random_voxels([3], resolution=8), random_voxels([3], resolution=16)])
 
 
 def test_voxel_index_convention():
@@ -173,7 +155,7 @@ def test_part_groups_with_num_parts_keeps_empty_and_singleton_groups():
 
 
 def test_part_groups_from_voxels_without_parts_is_one_group_per_item():
-    sv = make_voxels([3, 4]).replace(part=None)
+    sv = random_voxels([3, 4]).replace(part=None)
     g = sv.part_groups()
     assert g.seqlens.tolist() == [3, 4] and torch.equal(g.perm, torch.arange(7))
 
