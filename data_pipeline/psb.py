@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from partgen.data_pipeline.mesh_io import read_off
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,52 +34,6 @@ def default_psb_path() -> Path:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("PARTGEN_CACHE", Path.home() / ".cache" / "partgen"))
-
-
-def read_off(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """OFF file -> vertices (V, 3) float64, faces (F, 3) int64 in file order (polygons fan-triangulated).
-
-    Values after a face's indices (face colours) are ignored. Raises ValueError naming the file
-    and the reason for a malformed file.
-    """
-    path = Path(path)
-    with open(path, encoding="ascii", errors="replace") as f:
-        lines = [ln.split("#", 1)[0].split() for ln in f]
-    lines = [ln for ln in lines if ln]
-    if not lines or lines[0][0].upper() != "OFF":
-        raise ValueError(f"{path}: not an OFF file (first word must be OFF)")
-    counts = lines[0][1:] or (lines[1] if len(lines) > 1 else [])
-    body = lines[1:] if lines[0][1:] else lines[2:]
-    try:
-        n_vert, n_face = int(counts[0]), int(counts[1])
-    except (IndexError, ValueError):
-        raise ValueError(f"{path}: missing or malformed vertex/face counts") from None
-    if n_vert <= 0 or n_face <= 0:
-        raise ValueError(f"{path}: empty mesh ({n_vert} vertices, {n_face} faces)")
-    if len(body) < n_vert + n_face:
-        raise ValueError(f"{path}: truncated: {len(body)} data lines for {n_vert} vertices and {n_face} faces")
-    try:
-        verts = np.asarray([ln[:3] for ln in body[:n_vert]], dtype=np.float64)
-    except ValueError:
-        raise ValueError(f"{path}: malformed vertex line") from None
-    if verts.shape != (n_vert, 3):
-        raise ValueError(f"{path}: a vertex line has fewer than 3 coordinates")
-    if not np.isfinite(verts).all():
-        raise ValueError(f"{path}: vertices hold NaN or inf")
-    faces = []
-    for i, ln in enumerate(body[n_vert : n_vert + n_face]):
-        try:
-            k = int(ln[0])
-            idx = [int(t) for t in ln[1 : 1 + k]]
-        except ValueError:
-            raise ValueError(f"{path}: malformed face {i}") from None
-        if k < 3 or len(idx) != k:
-            raise ValueError(f"{path}: face {i} has {len(idx)} of {k} indices (need >= 3)")
-        faces.extend([idx[0], idx[j], idx[j + 1]] for j in range(1, k - 1))
-    faces = np.asarray(faces, dtype=np.int64)
-    if faces.min() < 0 or faces.max() >= n_vert:
-        raise ValueError(f"{path}: face indices outside [0, {n_vert})")
-    return verts, faces
 
 
 def read_seg(path: str | Path, num_faces: int) -> np.ndarray:

@@ -12,15 +12,15 @@ level and partgen falls back to the reference.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
-import platform
 import shutil
 import sys
 from pathlib import Path
 
 import torch
+
+from partgen import native
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +28,11 @@ CSRC = Path(__file__).resolve().parent / "csrc"
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("PARTGEN_CACHE", Path.home() / ".cache" / "partgen")) / "kernels"
+    return native.cache_root() / "kernels"
 
 
 def _machine_key() -> str:
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "")
-    except OSError:
-        pass
-    raw = f"{torch.__version__}|{platform.machine()}|{sys.version_info[:2]}|{flags}"
-    return hashlib.sha1(raw.encode()).hexdigest()[:12]
+    return native.machine_key(torch.__version__, str(sys.version_info[:2]))
 
 
 def _build(name: str, sources: list[Path], **kwargs) -> None:
