@@ -70,7 +70,6 @@ void voxelize_triangle(const V3& a, const V3& b, const V3& c, int64_t r, int64_t
   }
   const V3 n = cross(sub(b, a), sub(c, a));
   const double area = 0.5 * std::sqrt(dot(n, n));
-  const size_t first = out.key.size();
   auto emit = [&](int64_t i, int64_t j, int64_t k) {
     const V3 centre{{i + 0.5, j + 0.5, k + 0.5}};
     if (overlaps(a, b, c, centre)) {
@@ -81,16 +80,16 @@ void voxelize_triangle(const V3& a, const V3& b, const V3& c, int64_t r, int64_t
   const int64_t volume = (hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1) * (hi[2] - lo[2] + 1);
   const double an[3] = {std::fabs(n.x[0]), std::fabs(n.x[1]), std::fabs(n.x[2])};
   const int w = an[0] >= an[1] && an[0] >= an[2] ? 0 : (an[1] >= an[2] ? 1 : 2);  // dominant normal axis
-  if (an[w] == 0.0 && volume > 64) {
-    // a degenerate (collinear) triangle is a segment: halve its longest edge until the boxes are
-    // small, instead of testing a box that may span the whole grid
-    const V3* p[3] = {&a, &b, &c};
-    int e = 0;
-    double best = -1.0;
-    for (int i = 0; i < 3; ++i) {
-      const V3 d = sub(*p[(i + 1) % 3], *p[i]);
-      if (dot(d, d) > best) best = dot(d, d), e = i;
-    }
+  const V3* p[3] = {&a, &b, &c};
+  int e = 0;
+  double longest2 = -1.0;  // squared length of the longest edge, which starts at p[e]
+  for (int i = 0; i < 3; ++i) {
+    const V3 d = sub(*p[(i + 1) % 3], *p[i]);
+    if (dot(d, d) > longest2) longest2 = dot(d, d), e = i;
+  }
+  if (volume > 64 && 2.0 * area <= 1e-9 * longest2) {
+    // a (nearly) collinear triangle is a segment: its plane is ill-defined, so halve its longest
+    // edge until the boxes are small instead of testing a box that may span the whole grid
     const V3& s = *p[e];
     const V3& t = *p[(e + 1) % 3];
     const V3& o = *p[(e + 2) % 3];
@@ -99,6 +98,7 @@ void voxelize_triangle(const V3& a, const V3& b, const V3& c, int64_t r, int64_t
     voxelize_triangle(mid, t, o, r, face, out);
     return;
   }
+  const size_t first = out.key.size();
   if (volume <= 64 || an[w] == 0.0) {
     for (int64_t i = lo[0]; i <= hi[0]; ++i)
       for (int64_t j = lo[1]; j <= hi[1]; ++j)
