@@ -21,9 +21,46 @@ def _not_built(app: str, what: str, issue: str) -> NoReturn:
     sys.exit(NOT_BUILT_EXIT)
 
 
+def _fail(app: str, message: str) -> NoReturn:
+    print(f"{app}: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="annotate")
 def _annotate(cfg: DictConfig) -> None:
-    _not_built("partgen-annotate", "the part annotation pipeline", "issue #4")
+    from partgen.data_pipeline.annotate import AnnotateConfig, list_assets, run
+
+    if cfg.parts.method != "authored":
+        _not_built("partgen-annotate", f"parts.method={cfg.parts.method}", "issue #4 (geometric), #5 (learned)")
+    try:
+        assets = list_assets(str(cfg.input))
+    except (FileNotFoundError, OSError, ValueError) as err:
+        _fail("partgen-annotate", str(err))
+    acfg = AnnotateConfig(
+        resolution=int(cfg.resolution),
+        num_samples=int(cfg.num_samples),
+        num_sharp_samples=int(cfg.num_sharp_samples),
+        parts_method=str(cfg.parts.method),
+        max_parts=int(cfg.parts.max_parts),
+        min_fraction=float(cfg.parts.min_fraction),
+        filter_flags=tuple(cfg.parts.filter),
+        max_bytes=int(cfg.max_bytes),
+        seed=int(cfg.seed),
+    )
+    counts = run(
+        assets,
+        cfg.output,
+        acfg,
+        shard=int(cfg.shard),
+        num_shards=int(cfg.num_shards),
+        workers=int(cfg.workers),
+        retry_failed=bool(cfg.retry_failed),
+        progress=bool(cfg.progress),
+    )
+    print(
+        f"partgen-annotate: {counts['ok']} ok, {counts['filtered']} filtered, {counts['failed']} failed, "
+        f"{counts['skipped_done']} already in the manifest; records in {cfg.output}/records"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
