@@ -133,6 +133,17 @@ def test_cli_runs_and_refuses_clearly(tmp_path):
     assert res.returncode == 2 and "not built yet" in res.stderr
 
 
+def test_hydra_multirun_over_shards_with_joblib(tmp_path):
+    src = corpus(tmp_path, n_tables=4)
+    out = tmp_path / "out"
+    args = ["-m", "hydra/launcher=joblib", f"input={src}", f"output={out}", "resolution=16", "num_samples=200"]
+    args += ["num_sharp_samples=0", "shard=0,1", "num_shards=2", "progress=false"]
+    res = subprocess.run(cli(*args, cwd=tmp_path), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = read_manifest(out / "manifest-00000-of-00002.jsonl") + read_manifest(out / "manifest-00001-of-00002.jsonl")
+    assert sorted(r["key"] for r in rows) == sorted(a.key for a in list_assets(str(src)))
+
+
 def test_sigkill_mid_run_then_rerun_finishes_and_every_record_loads(tmp_path):
     src = tmp_path / "many"
     src.mkdir()
