@@ -16,12 +16,11 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
+
+from partgen.data_pipeline.debian import unpack
 
 TRAIN_LIBRARIES = ("default", "BlendSwap-CC-0", "BlendSwap-CC-BY", "KatorLegaz", "Reallusion")
 EVAL_LIBRARIES = ("Scopia",)
@@ -135,48 +134,33 @@ def parse_catalog(text: str, library: str) -> list[CatalogEntry]:
     return entries
 
 
-def _download_debs(dest: Path) -> list[Path]:
-    dest.mkdir(parents=True, exist_ok=True)
-    debs = [next(iter(sorted(dest.glob(f"{p}_*.deb"))), None) for p in PACKAGES]
-    if all(debs):
-        return debs
-    subprocess.run(["apt-get", "download", *PACKAGES], cwd=dest, check=True)
-    return [sorted(dest.glob(f"{p}_*.deb"))[-1] for p in PACKAGES]
-
-
 def fetch(dest: Path | None = None) -> Path:
     """Download and extract both packages, unpack every library, write catalog.jsonl. Idempotent."""
     root = Path(dest) if dest else default_root()
     catalog_path = root / "catalog.jsonl"
     if catalog_path.exists():
         return root
-    debs = _download_debs(root / "debs")
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
-    try:
-        for deb in debs:
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
-        libs = {"default": staging / JAR}
-        libs.update({p.stem: p for p in sorted((staging / FURNITURE).glob("*.sh3f"))})
-        entries = []
-        for library, archive in libs.items():
-            out = root / "libraries" / library
-            with zipfile.ZipFile(archive) as zf:
-                if library == "default":
-                    members = [m for m in zf.namelist() if m.startswith("com/eteks/sweethome3d/io/resources/")]
-                    text = zf.read(DEFAULT_CATALOG).decode("latin-1")
-                else:
-                    members = [m for m in zf.namelist() if not m.endswith(".class")]
-                    text = zf.read("PluginFurnitureCatalog.properties").decode("latin-1")
-                for member in members:
-                    zf.extract(member, out)
-            entries += parse_catalog(text, library)
-        tmp = catalog_path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            for e in entries:
-                f.write(json.dumps(dataclasses.asdict(e) | {"key": e.key}) + "\n")
-        tmp.replace(catalog_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    staging = unpack(PACKAGES, root / "packages")
+    libs = {"default": staging / JAR}
+    libs.update({p.stem: p for p in sorted((staging / FURNITURE).glob("*.sh3f"))})
+    entries = []
+    for library, archive in libs.items():
+        out = root / "libraries" / library
+        with zipfile.ZipFile(archive) as zf:
+            if library == "default":
+                members = [m for m in zf.namelist() if m.startswith("com/eteks/sweethome3d/io/resources/")]
+                text = zf.read(DEFAULT_CATALOG).decode("latin-1")
+            else:
+                members = [m for m in zf.namelist() if not m.endswith(".class")]
+                text = zf.read("PluginFurnitureCatalog.properties").decode("latin-1")
+            for member in members:
+                zf.extract(member, out)
+        entries += parse_catalog(text, library)
+    tmp = catalog_path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for e in entries:
+            f.write(json.dumps(dataclasses.asdict(e) | {"key": e.key}) + "\n")
+    tmp.replace(catalog_path)
     return root
 
 
