@@ -20,6 +20,8 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -36,6 +38,8 @@ from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, MeshError, load_me
 from partgen.data_pipeline.parts import authored_face_parts, clean_parts
 from partgen.data_pipeline.samples import sample_surface
 from partgen.data_pipeline.voxelize import voxelize_surface
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -257,11 +261,23 @@ def run(
             if bar is not None:
                 bar.update(1)
 
+        if workers > 1 and multiprocessing.get_start_method(allow_none=True) not in (
+            None,
+            "fork",
+            "spawn",
+            "forkserver",
+        ):
+            # inside a joblib/loky launcher job: its workers cannot start process pools of their
+            # own, and the launcher already runs the shards in parallel
+            log.info("annotate: running serially inside a %s worker", multiprocessing.get_start_method())
+            workers = 1
         if workers <= 1:
             for a in todo:
                 write(process_asset(a, cfg, output))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # spawn, not fork: a forked child of a process whose OpenMP pool is running (the
+            # native voxeliser, torch) deadlocks in GNU OpenMP
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 pending = set()
                 queue = iter(todo)
                 for a in queue:  # keep about 2 tasks per worker in flight
