@@ -6,6 +6,7 @@ through the machine's apt sources; nothing is installed system-wide.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -17,7 +18,12 @@ def download(packages: tuple[str, ...], dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     missing = [p for p in packages if not sorted(dest.glob(f"{p}_*.deb"))]
     if missing:
-        subprocess.run(["apt-get", "download", *missing], cwd=dest, check=True, capture_output=True)
+        cmd = ["apt-get", "download", *missing]
+        if subprocess.run(cmd, cwd=dest, capture_output=True).returncode != 0 and os.geteuid() == 0:
+            # a fresh machine may have no package lists yet
+            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        if missing_again := [p for p in missing if not sorted(dest.glob(f"{p}_*.deb"))]:
+            subprocess.run(["apt-get", "download", *missing_again], cwd=dest, check=True, capture_output=True)
     return [sorted(dest.glob(f"{p}_*.deb"))[-1] for p in packages]
 
 
