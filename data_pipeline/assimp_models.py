@@ -6,19 +6,19 @@ files, for loader robustness tests.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from partgen.data_pipeline.debian import unpack
 from partgen.data_pipeline.mesh_io import FORMATS
+from partgen.native import cache_root
 
 PACKAGE = "assimp-testmodels"
 
 
 def fetch(dest: Path | None = None) -> Path:
     """Download and unpack the package (once); returns its model folder."""
-    root = Path(dest) if dest else Path(os.environ.get("PARTGEN_CACHE", Path.home() / ".cache" / "partgen")) / PACKAGE
+    root = Path(dest) if dest else cache_root() / PACKAGE
     return unpack((PACKAGE,), root) / "usr" / "share" / "assimp" / "models"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from partgen.data_pipeline.mesh_io import read_off
+from partgen.native import cache_root
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,10 +31,6 @@ def default_psb_path() -> Path:
     """$PARTGEN_PSB, else the shared psb-dev tarball beside the checkout."""
     env = os.environ.get("PARTGEN_PSB")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "psb-dev.tar.gz"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PARTGEN_CACHE", Path.home() / ".cache" / "partgen"))
 
 
 def read_seg(path: str | Path, num_faces: int) -> np.ndarray:
@@ -59,7 +56,7 @@ def _extract_once(tarball: Path) -> Path:
     """Extract a psb tarball into the cache (keyed by name, size, mtime); return the psb/ folder."""
     st = tarball.stat()
     key = hashlib.sha1(f"{tarball.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    dest = cache_dir() / f"psb-{key}"
+    dest = cache_root() / f"psb-{key}"
     if not (dest / "psb" / "index.csv").exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".psb-"))

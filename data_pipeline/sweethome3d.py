@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import zipfile
 from pathlib import Path
 
 from partgen.data_pipeline.debian import unpack
+from partgen.native import cache_root
 
 TRAIN_LIBRARIES = ("default", "BlendSwap-CC-0", "BlendSwap-CC-BY", "KatorLegaz", "Reallusion")
 EVAL_LIBRARIES = ("Scopia",)
@@ -31,7 +31,7 @@ DEFAULT_CATALOG = "com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties"
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("PARTGEN_CACHE", Path.home() / ".cache" / "partgen")) / "sweethome3d"
+    return cache_root() / "sweethome3d"
 
 
 def parse_properties(text: str) -> dict[str, str]:
