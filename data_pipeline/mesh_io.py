@@ -67,6 +67,77 @@ def _table(names: dict[str, int]) -> list[str]:
     return sorted(names, key=names.get)
 
 
+def _ear_clip(points: np.ndarray) -> list[tuple[int, int, int]]:
+    """Triangles (local indices) of a simple polygon given as (n, 2) points, by ear clipping;
+    falls back to a fan when the polygon is not simple (no ear found)."""
+    n = len(points)
+    area = 0.5 * np.sum(points[:, 0] * np.roll(points[:, 1], -1) - np.roll(points[:, 0], -1) * points[:, 1])
+    order = list(range(n)) if area >= 0 else list(range(n))[::-1]  # counter-clockwise
+    tris = []
+    guard = 0
+    while len(order) > 3 and guard < 2 * n * n:
+        guard += 1
+        m = len(order)
+        for k in range(m):
+            i, j, l = order[k - 1], order[k], order[(k + 1) % m]
+            a, b, c = points[i], points[j], points[l]
+            if (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]) <= 0:
+                continue  # reflex or flat corner: not an ear
+            others = [o for o in order if o not in (i, j, l)]
+            p = points[others]
+            d1 = (b[0] - a[0]) * (p[:, 1] - a[1]) - (b[1] - a[1]) * (p[:, 0] - a[0])
+            d2 = (c[0] - b[0]) * (p[:, 1] - b[1]) - (c[1] - b[1]) * (p[:, 0] - b[0])
+            d3 = (a[0] - c[0]) * (p[:, 1] - c[1]) - (a[1] - c[1]) * (p[:, 0] - c[0])
+            if len(p) and ((d1 >= 0) & (d2 >= 0) & (d3 >= 0)).any():
+                continue  # another vertex inside: not an ear
+            tris.append((i, j, l))
+            order.pop(k)
+            break
+        else:
+            break  # no ear: not a simple polygon
+    if len(order) > 3:
+        tris += [(order[0], order[q], order[q + 1]) for q in range(1, len(order) - 1)]
+    elif len(order) == 3:
+        tris.append(tuple(order))
+    return tris
+
+
+def triangulate_polygons(vertices: np.ndarray, polys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P, n) polygons of n vertices each -> triangles (T, 3) and the polygon each came from (T,).
+
+    Convex polygons (the vast majority) are fanned, vectorised; concave ones (door frames, letter
+    shapes: a fan would fill their openings) are ear-clipped in their best-fit plane (Newell normal).
+    Triangles keep the polygon's winding.
+    """
+    p, n = polys.shape
+    pts = vertices[polys]  # (P, n, 3)
+    nxt = np.roll(pts, -1, axis=1)
+    normal = np.stack(
+        [
+            ((pts[..., 1] - nxt[..., 1]) * (pts[..., 2] + nxt[..., 2])).sum(1),
+            ((pts[..., 2] - nxt[..., 2]) * (pts[..., 0] + nxt[..., 0])).sum(1),
+            ((pts[..., 0] - nxt[..., 0]) * (pts[..., 1] + nxt[..., 1])).sum(1),
+        ],
+        1,
+    )
+    # convex: every corner turns the same way as the polygon's normal
+    corner = np.cross(nxt - pts, np.roll(pts, -2, axis=1) - nxt)
+    convex = ((corner * normal[:, None, :]).sum(-1) >= -1e-12 * np.abs(normal).sum(1, keepdims=True) ** 2).all(1)
+    fan = np.stack([np.zeros(n - 2, np.int64), np.arange(1, n - 1), np.arange(2, n)], 1)  # (n-2, 3)
+    tris = [polys[convex][:, fan].reshape(-1, 3)]
+    owner = [np.repeat(np.nonzero(convex)[0], n - 2)]
+    for q in np.nonzero(~convex)[0]:
+        nrm = normal[q] / max(np.linalg.norm(normal[q]), 1e-300)
+        u = np.cross(nrm, [1.0, 0, 0] if abs(nrm[0]) < 0.9 else [0, 1.0, 0])
+        u /= np.linalg.norm(u)
+        v = np.cross(nrm, u)
+        flat = np.stack([pts[q] @ u, pts[q] @ v], 1)  # counter-clockwise seen from the normal
+        local = np.array(_ear_clip(flat), dtype=np.int64).reshape(-1, 3)
+        tris.append(polys[q][local])
+        owner.append(np.full(len(local), q))
+    return np.concatenate(tris), np.concatenate(owner)
+
+
 def read_obj(path: str | Path) -> Mesh:
     """OBJ with `g`/`o` groups and `usemtl` materials; negative (relative) indices supported."""
     path = Path(path)
@@ -82,6 +153,8 @@ def read_obj(path: str | Path) -> Mesh:
     materials: dict[str, int] = {"": 0}
     group = material = 0
     short_faces = 0
+    polygons: dict[int, list[tuple[list[int], int, int, int]]] = {}  # by vertex count, triangulated at the end
+    face_seq: list[int] = []  # each triangle's position among the file's faces
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split("#", 1)[0].split()
         if not parts:
@@ -108,22 +181,38 @@ def read_obj(path: str | Path) -> Mesh:
             if len(idx) < 3:  # exporters write loose edges this way: no surface, skip
                 short_faces += 1
                 continue
-            for j in range(1, len(idx) - 1):
-                faces.append([idx[0], idx[j], idx[j + 1]])
+            if len(idx) == 3:
+                faces.append(idx)
                 face_group.append(group)
                 face_mat.append(material)
+                face_seq.append(len(face_seq))
+            else:
+                polygons.setdefault(len(idx), []).append((idx, group, material, len(face_seq)))
+                face_seq.append(-1)  # a placeholder: its triangles take this place in the file order
         elif tag in ("g", "o"):
             name = " ".join(parts[1:])
             group = groups.setdefault(name, len(groups))
         elif tag == "usemtl":
             name = " ".join(parts[1:])
             material = materials.setdefault(name, len(materials))
+    vertices = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+    for polys in polygons.values():
+        idx = np.array([p[0] for p in polys], dtype=np.int64)
+        if idx.min() < 0 or idx.max() >= len(vertices):
+            raise MeshError(f"{path}: a face index is outside the {len(vertices)} vertices")
+        tris, owner = triangulate_polygons(vertices, idx)
+        faces.extend(tris.tolist())
+        face_group.extend(polys[i][1] for i in owner)
+        face_mat.extend(polys[i][2] for i in owner)
+        face_seq.extend(polys[i][3] for i in owner)
+    seq = np.asarray([q for q in face_seq if q >= 0] if polygons else face_seq, dtype=np.int64)
+    order = np.argsort(seq, kind="stable")  # file order; a polygon's triangles stay in their order
     mesh = Mesh(
-        vertices=np.asarray(verts, dtype=np.float64).reshape(-1, 3),
-        faces=np.asarray(faces, dtype=np.int64).reshape(-1, 3),
-        face_group=np.asarray(face_group, dtype=np.int64),
+        vertices=vertices,
+        faces=np.asarray(faces, dtype=np.int64).reshape(-1, 3)[order],
+        face_group=np.asarray(face_group, dtype=np.int64)[order],
         group_names=_table(groups),
-        face_material=np.asarray(face_mat, dtype=np.int64),
+        face_material=np.asarray(face_mat, dtype=np.int64)[order],
         material_names=_table(materials),
         source=str(path),
         notes=[f"skipped {short_faces} faces with fewer than 3 vertices"] if short_faces else [],

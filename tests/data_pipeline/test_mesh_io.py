@@ -110,3 +110,22 @@ def test_normalise_into_unit_cube():
     assert np.allclose(t.invert(out), pts)
     with pytest.raises(MeshError, match="degenerate"):
         normalise(np.zeros((3, 3)))
+
+
+def test_obj_concave_polygons_are_ear_clipped_not_fanned(tmp_path):
+    # a door frame: a U-shaped polygon (opening at the bottom middle), plus a convex quad
+    u = [(0, 0), (1, 0), (1, 2), (2, 2), (2, 0), (3, 0), (3, 3), (0, 3)]
+    lines = [f"v {x} {y} 0" for x, y in u] + ["v 5 0 0", "v 6 0 0", "v 6 1 0", "v 5 1 0"]
+    lines += ["g frame", "f " + " ".join(str(i + 1) for i in range(8)), "g panel", "f 9 10 11 12"]
+    path = tmp_path / "door.obj"
+    path.write_text("\n".join(lines) + "\n")
+    mesh = load_mesh(path)
+    tri = mesh.vertices[mesh.faces]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    assert (cross[:, 2] > 0).all()  # the polygons' counter-clockwise winding is kept
+    frame = mesh.face_group == mesh.group_names.index("frame")
+    assert frame.sum() == 6 and (~frame).sum() == 2
+    assert np.isclose(0.5 * cross[frame, 2].sum(), 3 * 3 - 1 * 2)  # the opening stays open
+    centroids = tri[frame].mean(1)
+    in_opening = (centroids[:, 0] > 1) & (centroids[:, 0] < 2) & (centroids[:, 1] < 2)
+    assert not in_opening.any()
