@@ -79,18 +79,18 @@ def _ear_clip(points: np.ndarray) -> list[tuple[int, int, int]]:
         guard += 1
         m = len(order)
         for k in range(m):
-            i, j, l = order[k - 1], order[k], order[(k + 1) % m]
-            a, b, c = points[i], points[j], points[l]
+            i, j, h = order[k - 1], order[k], order[(k + 1) % m]
+            a, b, c = points[i], points[j], points[h]
             if (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]) <= 0:
                 continue  # reflex or flat corner: not an ear
-            others = [o for o in order if o not in (i, j, l)]
+            others = [o for o in order if o not in (i, j, h)]
             p = points[others]
             d1 = (b[0] - a[0]) * (p[:, 1] - a[1]) - (b[1] - a[1]) * (p[:, 0] - a[0])
             d2 = (c[0] - b[0]) * (p[:, 1] - b[1]) - (c[1] - b[1]) * (p[:, 0] - b[0])
             d3 = (a[0] - c[0]) * (p[:, 1] - c[1]) - (a[1] - c[1]) * (p[:, 0] - c[0])
             if len(p) and ((d1 >= 0) & (d2 >= 0) & (d3 >= 0)).any():
                 continue  # another vertex inside: not an ear
-            tris.append((i, j, l))
+            tris.append((i, j, h))
             order.pop(k)
             break
         else:
