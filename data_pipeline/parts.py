@@ -16,6 +16,8 @@ clean_parts (shared by authored, geometric and learned):
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from collections.abc import Callable
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -48,6 +50,56 @@ def authored_face_parts(mesh: Mesh) -> tuple[np.ndarray, list[str], str]:
     count, vertex_label = connected_components(graph, directed=False)
     labels = vertex_label[f[:, 0]]
     return labels, [f"component_{i}" for i in range(count)], "components"
+
+
+# learned segmenters: name -> fn(vertices, faces, num_parts, checkpoint) -> ((F,) labels, names)
+_LEARNED: dict[str, Callable] = {}
+DEFAULT_LEARNED = "partgen.pipelines.segment:segment_faces"
+
+
+def register_learned_segmenter(name: str, fn: Callable) -> None:
+    """The hook parts.method=learned calls: the Point Transformer pipeline registers itself here."""
+    _LEARNED[name] = fn
+
+
+def learned_segmenter(segmenter: str = DEFAULT_LEARNED) -> Callable:
+    """The learned segmenter named "module:function", imported on first use (so the data pipeline
+    never imports the models itself); NotImplementedError when it is not there."""
+    if segmenter not in _LEARNED:
+        module, _, attr = segmenter.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise NotImplementedError(
+                f"segmenter {segmenter!r} is not available ({err}); the Point Transformer segmenter is issue #5"
+            ) from None
+        register_learned_segmenter(segmenter, fn)
+    return _LEARNED[segmenter]
+
+
+def learned_face_parts(vertices, faces, num_parts=None, checkpoint=None, segmenter: str = DEFAULT_LEARNED):
+    """(F,) labels and part names from the learned segmenter."""
+    return learned_segmenter(segmenter)(vertices, faces, num_parts, checkpoint)
+
+
+def face_parts(
+    mesh: Mesh, vertices: np.ndarray, method: str, num_parts: int | None = None, **learned
+) -> tuple[np.ndarray, list[str], str]:
+    """(F,) part per face, part names and where they came from, for parts.method = method.
+
+    vertices: the mesh's vertices after normalisation (geometric and learned work in that space).
+    """
+    if method == "authored":
+        return authored_face_parts(mesh)
+    if method == "geometric":
+        from partgen.data_pipeline.geometric import segment_mesh
+
+        labels = segment_mesh(vertices, mesh.faces, num_parts)
+        return labels, [f"part_{i}" for i in range(int(labels.max()) + 1)], "geometric"
+    if method == "learned":
+        labels, names = learned_face_parts(vertices, mesh.faces, num_parts, **learned)
+        return np.asarray(labels, np.int64), list(names), "learned"
+    raise ValueError(f"unknown parts.method {method!r} (authored, geometric or learned)")
 
 
 def neighbour_pairs(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
