@@ -8,7 +8,12 @@ Record of an asset: <output>/records/<key>/ with
     meta.json     source, licence, transform, resolution, part names/method/flags, counts, timings
     voxels.npz    coords (N, 3) int16 voxel indices at `resolution`, part (N,) int16
     samples.npz   points (S, 3) float32, normals (S, 3) float32, part (S,) int16, sharp (S,) bool
+    volume.npz    points (Q, 3) float32 (half uniform in the padded cube, half near the surface),
+                  sdf (Q,) float32 signed distance, negative inside (winding number), near (Q,) bool
     mesh.npz      vertices (V, 3) float32 normalised, faces (F, 3) int32, face_part (F,) int16
+    renders/      (num_views > 0) NNN.png RGBA, NNN_part.png part id + 1, depth.npz, cameras.json
+    icon/         (catalogue assets) icon.png and camera.json: the camera that renders the icon
+                  in the normalised space, its view and the silhouette IoU it reaches
 The folder is written under a temporary name and renamed into place, so a record either exists
 whole or not at all. The manifest (<output>/manifest-<shard>-of-<n>.jsonl) gets one line per
 asset: status ok, filtered (with the flags) or failed (with the reason).
@@ -35,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, MeshError, load_mesh, normalise
-from partgen.data_pipeline.parts import authored_face_parts, clean_parts
-from partgen.data_pipeline.samples import sample_surface
+from partgen.data_pipeline.parts import clean_parts, face_parts
+from partgen.data_pipeline.samples import sample_surface, sample_volume
 from partgen.data_pipeline.voxelize import voxelize_surface
 
 log = logging.getLogger(__name__)
@@ -56,7 +61,13 @@ class AnnotateConfig:
     resolution: int = 64
     num_samples: int = 100_000
     num_sharp_samples: int = 20_000
+    num_volume_samples: int = 32_768  # query points with signed distance (0: none)
+    num_views: int = 0  # orbit renders with cameras (renders/), 0: none
+    view_size: int = 256
+    icon_camera: str = "typical"  # catalogue icons: "typical" view, "fit" to each icon (training libraries), "none"
     parts_method: str = "authored"
+    num_parts: int | None = None  # geometric / learned: parts to cut into (None: chosen automatically)
+    learned: dict = dataclasses.field(default_factory=dict)  # learned: checkpoint, segmenter
     max_parts: int = 8
     min_fraction: float = 0.01
     filter_flags: tuple[str, ...] = ()  # flags that make an asset "filtered" (Ultra3D drops those)
@@ -79,6 +90,7 @@ def list_assets(spec: str) -> list[Asset]:
         libraries = tuple(spec.split(":", 1)[1].split(",")) if ":" in spec else TRAIN_LIBRARIES
         rows = load_catalog(libraries=libraries)
         keep = ("library", "name", "category", "license", "creator", "id", "icon_path", "width", "depth", "height")
+        keep += ("model_rotation",)
         return [Asset(r["key"], r["model_path"], {k: r[k] for k in keep}) for r in rows]
     path = Path(spec)
     if path.is_dir():
@@ -116,9 +128,7 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
         timings["read_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        if cfg.parts_method != "authored":
-            raise NotImplementedError(f"parts.method={cfg.parts_method} is not built yet (annotation issue #4)")
-        face_part, names, part_source = authored_face_parts(mesh)
+        face_part, names, part_source = face_parts(mesh, vertices, cfg.parts_method, cfg.num_parts, **cfg.learned)
         vox = voxelize_surface(vertices, mesh.faces, cfg.resolution, face_part=face_part)
         parts = clean_parts(vox.coords, vox.part, names, cfg.min_fraction, cfg.max_parts)
         timings["voxelize_parts_s"] = time.perf_counter() - t
@@ -140,6 +150,9 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
         samples = sample_surface(
             vertices, mesh.faces, face_clean, cfg.num_samples, cfg.num_sharp_samples, seed=cfg.seed
         )
+        volume = None
+        if cfg.num_volume_samples:
+            volume = sample_volume(vertices, mesh.faces, samples.points, cfg.num_volume_samples, seed=cfg.seed)
         timings["sample_s"] = time.perf_counter() - t
 
         meta = {
@@ -161,6 +174,7 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
                 "voxels": len(vox.coords),
                 "samples": len(samples.points),
                 "sharp_samples": int(samples.sharp.sum()),
+                "volume_samples": 0 if volume is None else len(volume.points),
             },
             "notes": mesh.notes,
             "timings": timings,
@@ -176,6 +190,14 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
                 part=samples.part.astype(np.int16),
                 sharp=samples.sharp,
             )
+            if volume is not None:
+                _save_npz(tmp / "volume.npz", points=volume.points, sdf=volume.sdf, near=volume.near)
+            t = time.perf_counter()
+            if cfg.num_views:
+                _write_views(tmp, vertices, mesh.faces, face_clean, cfg)
+            if asset.meta.get("icon_path") and cfg.icon_camera != "none":
+                meta["icon"] = _write_icon(tmp, asset, transform, vertices, mesh.faces, cfg.icon_camera)
+            timings["render_s"] = time.perf_counter() - t
             _save_npz(
                 tmp / "mesh.npz",
                 vertices=vertices.astype(np.float32),
@@ -205,6 +227,48 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
         row["reason"] = f"{asset.path}: {type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
+
+
+def _write_views(record: Path, vertices, faces, face_part, cfg: AnnotateConfig) -> None:
+    """renders/NNN.png (+ part ids, depth) and cameras.json: num_views views around the object."""
+    from partgen.data_pipeline.render import orbit_cameras, render, save_views
+
+    cameras = orbit_cameras(cfg.num_views, size=cfg.view_size)
+    images = [render(vertices, faces, cam, face_part=face_part) for cam in cameras]
+    save_views(record, images, cameras)
+
+
+def _write_icon(record: Path, asset: Asset, transform, vertices, faces, mode: str) -> dict:
+    """icon/icon.png and icon/camera.json: the catalogue icon with the camera that renders it, and
+    the silhouette IoU of that camera so users can drop icons whose view is not reproduced."""
+    from PIL import Image
+
+    from partgen.data_pipeline.sh3d_icons import (
+        EVAL_LIBRARIES,
+        TYPICAL_VIEW,
+        fit_icon_view,
+        icon_camera,
+        icon_silhouette,
+        render_silhouette,
+        silhouette_iou,
+    )
+
+    icon = np.asarray(Image.open(asset.meta["icon_path"]).convert("RGBA"))
+    mask = icon_silhouette(icon)
+    row = asset.meta
+    view = TYPICAL_VIEW
+    held_out = row.get("library") in EVAL_LIBRARIES
+    if mode == "fit" and not held_out:
+        view, _ = fit_icon_view(row, transform, vertices, faces, mask)
+    elif mode not in ("fit", "typical"):
+        raise ValueError(f"icon_camera must be typical, fit or none, got {mode!r}")
+    camera = icon_camera(row, transform, vertices, faces, view, (icon.shape[1], icon.shape[0]))
+    iou = silhouette_iou(render_silhouette(vertices, faces, camera), mask)
+    info = {"view": view.to_dict(), "fitted": mode == "fit" and not held_out, "silhouette_iou": round(iou, 4)}
+    (record / "icon").mkdir()
+    Image.fromarray(icon).save(record / "icon" / "icon.png")
+    (record / "icon" / "camera.json").write_text(json.dumps(info | camera.to_dict(), indent=1))
+    return info
 
 
 def read_manifest(path: Path) -> list[dict]:

@@ -29,7 +29,7 @@ class Mesh:
     """A triangle mesh with its authored part structure.
 
     vertices:       (V, 3) float64
-    faces:          (F, 3) int64, file order (polygons fan-triangulated)
+    faces:          (F, 3) int64, file order (OBJ polygons: convex fanned, concave ear-clipped)
     face_group:     (F,) int64 index into group_names (OBJ g/o, GLB node); 0 = "" when the file has none
     group_names:    list[str]
     face_material:  (F,) int64 index into material_names; 0 = "" when none

@@ -106,3 +106,40 @@ def _sharp_edge_samples(vertices, faces, normals, face_part, n, sharp_degrees, r
     nrm = normals[adj[edge, 0]] + normals[adj[edge, 1]]
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-30)
     return points, nrm, face_part[adj[edge, 0]]
+
+
+@dataclasses.dataclass
+class VolumeSamples:
+    """points (Q, 3) float32, sdf (Q,) float32 (negative inside), near (Q,) bool (sampled near the surface)."""
+
+    points: np.ndarray
+    sdf: np.ndarray
+    near: np.ndarray
+
+
+def sample_volume(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    surface_points: np.ndarray,
+    num: int,
+    near_sigmas: tuple[float, ...] = (0.005, 0.02),
+    seed: int = 0,
+) -> VolumeSamples:
+    """Query points with signed distances for occupancy / SDF training (3DShape2VecSet, Dora):
+    half uniform in the padded unit cube [-0.55, 0.55]^3, half near the surface (surface points
+    plus Gaussian noise of each sigma in turn). Inside is decided by the generalised winding
+    number (data_pipeline/inside.py), which holds up on open and duplicated shells."""
+    from partgen.data_pipeline.inside import signed_distance
+
+    rng = np.random.default_rng(seed)
+    num_uniform = num // 2
+    num_near = num - num_uniform
+    uniform = rng.uniform(-0.55, 0.55, (num_uniform, 3))
+    pick = rng.integers(0, len(surface_points), num_near)
+    sigma = np.asarray(near_sigmas)[np.arange(num_near) % len(near_sigmas)]
+    near = surface_points[pick] + rng.normal(size=(num_near, 3)) * sigma[:, None]
+    points = np.concatenate([uniform, near])
+    sdf = signed_distance(vertices, faces, points)
+    is_near = np.zeros(num, bool)
+    is_near[num_uniform:] = True
+    return VolumeSamples(points.astype(np.float32), sdf.astype(np.float32), is_near)

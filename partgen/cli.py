@@ -30,8 +30,13 @@ def _fail(app: str, message: str) -> NoReturn:
 def _annotate(cfg: DictConfig) -> None:
     from partgen.data_pipeline.annotate import AnnotateConfig, list_assets, run
 
-    if cfg.parts.method != "authored":
-        _not_built("partgen-annotate", f"parts.method={cfg.parts.method}", "issue #4 (geometric), #5 (learned)")
+    if cfg.parts.method == "learned":
+        from partgen.data_pipeline.parts import learned_segmenter
+
+        try:  # fail once here rather than once per asset
+            learned_segmenter(str(cfg.parts.segmenter))
+        except NotImplementedError as err:
+            _not_built("partgen-annotate", "parts.method=learned", str(err))
     try:
         assets = list_assets(str(cfg.input))
     except (FileNotFoundError, OSError, ValueError) as err:
@@ -40,7 +45,17 @@ def _annotate(cfg: DictConfig) -> None:
         resolution=int(cfg.resolution),
         num_samples=int(cfg.num_samples),
         num_sharp_samples=int(cfg.num_sharp_samples),
+        num_volume_samples=int(cfg.num_volume_samples),
+        num_views=int(cfg.num_views),
+        view_size=int(cfg.view_size),
+        icon_camera=str(cfg.icon_camera),
         parts_method=str(cfg.parts.method),
+        num_parts=cfg.parts.get("num_parts"),
+        learned=(
+            {"checkpoint": cfg.parts.checkpoint, "segmenter": str(cfg.parts.segmenter)}
+            if cfg.parts.method == "learned"
+            else {}
+        ),
         max_parts=int(cfg.parts.max_parts),
         min_fraction=float(cfg.parts.min_fraction),
         filter_flags=tuple(cfg.parts.filter),

@@ -12,9 +12,9 @@ import pytest
 import trimesh
 
 from conftest import REPO_ROOT
-from partgen.data_pipeline.annotate import AnnotateConfig, in_shard, list_assets, read_manifest, run
+from partgen.data_pipeline.annotate import AnnotateConfig, Asset, in_shard, list_assets, read_manifest, run
 
-CFG = AnnotateConfig(resolution=32, num_samples=2000, num_sharp_samples=500)
+CFG = AnnotateConfig(resolution=32, num_samples=2000, num_sharp_samples=500, num_volume_samples=4000)
 
 
 def table_obj(path, legs=4, seed=0):
@@ -72,6 +72,26 @@ def test_annotates_a_folder_and_records_load(tmp_path):
     assert samples["sharp"].sum() == 500  # boxes have sharp edges
     mesh = np.load(rec / "mesh.npz")
     assert len(mesh["face_part"]) == len(mesh["faces"]) and mesh["face_part"].min() >= 0
+    volume = np.load(rec / "volume.npz")
+    assert volume["points"].shape == (4000, 3) and volume["near"].sum() == 2000
+    # inside = within one of the boxes; boxes are tiny next to the cube, so most uniform points are outside
+    inside = volume["sdf"] < 0
+    assert 0 < inside[~volume["near"]].mean() < 0.2 and 0.2 < inside[volume["near"]].mean() < 0.8
+    assert np.abs(volume["sdf"][volume["near"]]).max() < 0.15
+
+
+def test_geometric_parts_follow_the_table_pieces(tmp_path):
+    src = tmp_path / "one"
+    src.mkdir()
+    table_obj(src / "table.obj")
+    cfg = AnnotateConfig(resolution=32, num_samples=500, num_sharp_samples=0, num_volume_samples=0)
+    cfg.parts_method = "geometric"
+    counts = run(list_assets(str(src)), tmp_path / "out", cfg, progress=False)
+    assert counts["ok"] == 1
+    rec = next((tmp_path / "out" / "records").iterdir())
+    meta = json.loads((rec / "meta.json").read_text())
+    assert meta["parts"]["from"] == "geometric" and len(meta["parts"]["names"]) == 5  # top and 4 legs
+    assert not (rec / "volume.npz").exists()
 
 
 def test_rerun_skips_done_work_and_retries_failures_on_request(tmp_path):
@@ -127,10 +147,15 @@ def test_cli_runs_and_refuses_clearly(tmp_path):
         timeout=300,
     )
     assert res.returncode == 1 and res.stderr.strip().count("\n") == 0 and "matches no file" in res.stderr
+    # the learned segmenter's absence is said once, before any work
     res = subprocess.run(
-        cli(*args, "parts=geometric", cwd=tmp_path), capture_output=True, text=True, cwd=tmp_path, timeout=300
+        cli(*args, "parts=learned", "parts.segmenter=partgen.nowhere:segment", cwd=tmp_path),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
-    assert res.returncode == 2 and "not built yet" in res.stderr
+    assert res.returncode == 2 and "not built yet" in res.stderr and "partgen.nowhere" in res.stderr
 
 
 def test_hydra_multirun_over_shards_with_joblib(tmp_path):
@@ -186,3 +211,51 @@ def test_sweethome3d_spec_needs_the_fetched_catalogue(spec, tmp_path, monkeypatc
     monkeypatch.setenv("PARTGEN_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError):
         list_assets(spec)
+
+
+def _icon_asset(tmp_path, library):
+    """A table asset with catalogue fields and an icon rendered by the typical icon view."""
+    from PIL import Image
+
+    from partgen.data_pipeline.mesh_io import load_mesh, normalise
+    from partgen.data_pipeline.render import render
+    from partgen.data_pipeline.sh3d_icons import TYPICAL_VIEW, icon_camera
+
+    path = table_obj(tmp_path / "table.obj")
+    mesh = load_mesh(path)
+    transform = normalise(mesh.vertices)
+    vertices = transform.apply(mesh.vertices)
+    row = {"library": library, "width": 120.0, "depth": 80.0, "height": 79.0, "model_rotation": None}
+    camera = icon_camera(row, transform, vertices, mesh.faces, TYPICAL_VIEW)
+    image = render(vertices, mesh.faces, camera)
+    icon = np.concatenate([image["rgb"], image["alpha"][..., None]], 2)
+    Image.fromarray(icon).save(tmp_path / "icon.png")
+    return Asset("table", str(path), row | {"icon_path": str(tmp_path / "icon.png")})
+
+
+@pytest.mark.parametrize("library, mode, fitted", [("default", "typical", False), ("Scopia", "fit", False)])
+def test_records_keep_renders_and_the_icon_with_its_camera(tmp_path, library, mode, fitted):
+    from partgen.data_pipeline.render import Camera
+
+    asset = _icon_asset(tmp_path, library)
+    cfg = AnnotateConfig(resolution=32, num_samples=500, num_sharp_samples=0, num_volume_samples=0)
+    cfg.num_views, cfg.view_size, cfg.icon_camera = 3, 64, mode
+    counts = run([asset], tmp_path / "out", cfg, progress=False)
+    assert counts["ok"] == 1
+    rec = tmp_path / "out" / "records" / "table"
+    frames = json.loads((rec / "renders" / "cameras.json").read_text())["frames"]
+    assert [f["file_path"] for f in frames] == ["000.png", "001.png", "002.png"]
+    depth = np.load(rec / "renders" / "depth.npz")["depth"]
+    assert depth.shape == (3, 64, 64) and np.isfinite(depth).any(axis=(1, 2)).all()
+    info = json.loads((rec / "icon" / "camera.json").read_text())
+    # the icon was drawn with the typical view: its camera reproduces the silhouette; a held-out
+    # (Scopia) icon is never fitted even when fitting is asked for
+    assert info["fitted"] is fitted and info["silhouette_iou"] > 0.95
+    camera = Camera.from_dict(info)
+    voxels = np.load(rec / "voxels.npz")["coords"]
+    u, v, _ = camera.project((voxels + 0.5) / 32 - 0.5)
+    from PIL import Image
+
+    alpha = np.asarray(Image.open(rec / "icon" / "icon.png"))[..., 3]
+    inside = alpha[np.clip(v.astype(int), 0, 127), np.clip(u.astype(int), 0, 127)] > 0
+    assert inside.mean() > 0.9  # voxels project onto the icon
