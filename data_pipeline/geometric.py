@@ -15,6 +15,14 @@ creases exactly rather than k-means boundaries in an embedding. The part whose b
 cheapest is split next, until `num_parts` parts; with num_parts=None the recursion stops when
 no cut is cheaper than `max_cut` (automatic part count). Disconnected pieces of the mesh are
 separate parts from the start; a final pass merges slivers below `min_faces_fraction`.
+
+Measured on psb-dev (228 meshes, 12 per category; scripts/eval_psb.py --method geometric):
+Rand-index error 0.149 with the benchmark's part count (0.147 on the 171 meshes not used to
+choose the parameters below, which were picked on the first 3 meshes per category), 0.166 with
+the count chosen automatically (8.5 parts on average, humans 7.1). Published on all 380 meshes:
+Randomized Cuts 0.152, Normalized Cuts 0.172, Shape Diameter 0.175, Random Walks 0.214,
+K-Means 0.251. Ablation on the 57 tuning meshes: without the SDF term 0.155 (with it 0.156);
+convex_eta 0.05 / 0.4: 0.171 / 0.186; angle_sigma 0.05 / 0.2: 0.174 / 0.158.
 """
 
 from __future__ import annotations
@@ -256,18 +264,19 @@ def segment_mesh(
     labels = _merge_small(labels, graph, w, min_faces)
 
     # split the part with the cheapest normalised cut until there are enough parts
-    heap: list[tuple[float, int, np.ndarray]] = []
+    heap: list[tuple[float, int, np.ndarray, np.ndarray | None]] = []  # (ncut, tie-break, faces, cut side)
     counter = 0
     for part in np.unique(labels):
         nodes = np.nonzero(labels == part)[0]
         value, side = _fiedler_cut(adj, nodes, graph.areas)
         heapq.heappush(heap, (value, counter, nodes, side))
         counter += 1
-    count = len(heap)
-    while count < target and heap:
+    final: list[np.ndarray] = []  # parts no cut can split further
+    while len(heap) + len(final) < target and heap:
         value, _, nodes, side = heapq.heappop(heap)
         if side is None or not np.isfinite(value):
-            break
+            final.append(nodes)
+            continue
         if num_parts is None and value > cfg.max_cut:
             heapq.heappush(heap, (value, counter, nodes, side))
             break
@@ -280,9 +289,8 @@ def segment_mesh(
                 v, s = _fiedler_cut(adj, part_nodes, graph.areas)
                 heapq.heappush(heap, (v, counter, part_nodes, s))
                 counter += 1
-        count = len(heap)
     labels = np.empty(nf, np.int64)
-    for i, (_, _, nodes, _) in enumerate(heap):
+    for i, nodes in enumerate([entry[2] for entry in heap] + final):
         labels[nodes] = i
     labels = _merge_small(labels, graph, w, min_faces)
     _, labels = np.unique(labels, return_inverse=True)
