@@ -1,0 +1,101 @@
+"""Model weights on disk: model.safetensors + model.yaml (the resolved Hydra config of the model).
+
+A checkpoint is data, not code: loading never unpickles (safetensors only) and instantiates
+only classes inside partgen — a model.yaml whose `_target_` (at any depth) names anything else
+is refused before anything is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "model.safetensors"
+CONFIG = "model.yaml"
+ALLOWED_PREFIX = "partgen."
+
+
+def _targets(node) -> list[str]:
+    """Every `_target_` in a config tree."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                found.append(str(value))
+            else:
+                found += _targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _targets(value)
+    return found
+
+
+def check_config(config: dict, source: str = "model config") -> None:
+    """ValueError unless every `_target_` names something inside partgen (and there is one at the top)."""
+    if not isinstance(config, dict) or "_target_" not in config:
+        raise ValueError(f"{source}: no `_target_` at the top level")
+    for target in _targets(config):
+        if not target.startswith(ALLOWED_PREFIX):
+            raise ValueError(f"{source}: refusing `_target_: {target}` (checkpoints may only build partgen classes)")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model(
+    directory: str | Path,
+    model: torch.nn.Module,
+    config: dict | DictConfig,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write model.safetensors (state_dict, default the model's) and model.yaml (config) atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+    check_config(cfg, str(directory / CONFIG))
+    state = state_dict if state_dict is not None else model.state_dict()
+    # safetensors wants contiguous tensors that share no memory
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    _atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, tmp))
+    _atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg))))
+    return directory
+
+
+def load_config(directory: str | Path) -> dict:
+    path = Path(directory) / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no model config (a model folder holds {WEIGHTS} and {CONFIG})")
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    check_config(cfg, str(path))
+    return cfg
+
+
+def load_model(
+    directory: str | Path, map_location: str | torch.device = "cpu", weights: str = WEIGHTS
+) -> torch.nn.Module:
+    """Rebuild the model from model.yaml and load `weights` (e.g. ema.safetensors) from the folder."""
+    from hydra.utils import instantiate
+
+    directory = Path(directory)
+    cfg = load_config(directory)
+    path = directory / weights
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no weights")
+    model = instantiate(cfg)
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{directory / CONFIG}: `_target_` {cfg['_target_']} did not build a torch module")
+    model.load_state_dict(load_file(str(path), device=str(map_location)))
+    return model.to(map_location)
