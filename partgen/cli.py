@@ -80,7 +80,18 @@ def _annotate(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _train(cfg: DictConfig) -> None:
-    _not_built("partgen-train", "the training loop", "issue #8")
+    from partgen.train.run import ConfigError, run
+
+    try:
+        summary = run(cfg)
+    except ConfigError as err:
+        _fail("partgen-train", str(err))
+    if summary["rank"] == 0:
+        evals = ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()) or "no evaluation"
+        print(
+            f"partgen-train: {summary['step']} steps (last loss {summary['loss']}); {evals}; "
+            f"checkpoints in {summary['run_dir']}/checkpoints, weights in {summary['model_dir']}"
+        )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="generate")

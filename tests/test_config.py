@@ -11,9 +11,8 @@ from hydra.utils import instantiate
 from conftest import REPO_ROOT, require_shared
 
 APPS = ["annotate", "train", "generate", "segment"]
-UNBUILT = ["train", "generate", "segment"]
+UNBUILT = ["generate", "segment"]
 APP_ARGS = {
-    "train": ["debug=tiny"],
     "generate": ["image=chair.png", "output=out"],
     "segment": ["input=chair.obj", "output=out"],
 }
@@ -85,3 +84,23 @@ def test_unbuilt_apps_refuse_in_one_line(app, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not built yet" in lines[0] and lines[0].startswith(f"partgen-{app}:")
+
+
+def _app(name):
+    exe = REPO_ROOT / ".venv" / "bin" / f"partgen-{name}"
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", f"from partgen.cli import {name}; {name}()"]
+
+
+def test_train_without_a_task_fails_in_one_line(tmp_path):
+    res = subprocess.run([*_app("train"), "debug=tiny"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("partgen-train:") and "no `task`" in lines[0]
+
+
+def test_train_cli_runs_an_experiment_and_checkpoints(tmp_path):
+    args = ["experiment=train_smoke", "trainer.max_steps=5", f"hydra.run.dir={tmp_path / 'run'}"]
+    res = subprocess.run([*_app("train"), *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "partgen-train: 5 steps" in res.stdout
+    assert (tmp_path / "run" / "checkpoints" / "step_0000005" / "model.safetensors").exists()

@@ -1,0 +1,1 @@
+"""Training tasks: what a model learns from which data (datasets, losses, validation metrics)."""
