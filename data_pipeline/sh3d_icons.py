@@ -24,9 +24,9 @@ What the catalogue icons show (training libraries only; scripts/verify_sh3d_icon
     "icon" below);
   - the views differ per icon (fitted yaw 10/50/90th percentiles -28/30/45 degrees, pitch -31/-20/-7,
     viewScale 0.75/1.05/1.3; only 7% within 5 degrees of the default view), so fit_icon_view finds
-    each icon's own view by matching silhouettes (IoU 0.86 mean, 0.91 median). The misses are
-    thin wires drawn thicker in the icons, concave OBJ polygons that mesh_io fan-triangulates
-    into spurious triangles, and a few icons that no view of this camera reproduces.
+    each icon's own view by matching silhouettes (IoU 0.87 mean, 0.91 median; 0.86 before mesh_io
+    ear-clipped concave OBJ polygons). The misses are thin wires drawn thicker in the icons
+    (spoons, railings, fences) and a few icons that no view of this camera reproduces.
 """
 
 from __future__ import annotations

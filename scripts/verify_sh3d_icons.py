@@ -39,7 +39,7 @@ def voxel_inside_fraction(coords: np.ndarray, camera, mask: np.ndarray, resoluti
 
 
 def largest_polygon(obj_path: str) -> int:
-    """Most vertices in one OBJ face (mesh_io fan-triangulates polygons: wrong for concave ones)."""
+    """Most vertices in one OBJ face (n-gons: mesh_io fans convex ones and ear-clips concave ones)."""
     most = 0
     with open(obj_path, encoding="latin-1") as f:
         for line in f:
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     print(summary("G  global fitted view, icon framing, held-out half", "G", False))
     print(summary("G  global fitted view, icon framing, tuning half", "G", True))
     print(summary("C  per-icon fitted view, icon framing", "C"))
-    print("  the same on models whose OBJ has no polygon over 4 vertices (mesh_io fans polygons):")
+    print("  the same on models whose OBJ has no polygon over 4 vertices:")
     print(summary("B  source default view, icon framing", "B", fan_safe=True))
     print(summary("C  per-icon fitted view, icon framing", "C", fan_safe=True))
     print("\nvoxel centres (64^3 surface voxels) projecting inside the icon silhouette:")
