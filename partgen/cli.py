@@ -101,7 +101,11 @@ def _generate(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="segment")
 def _segment(cfg: DictConfig) -> None:
-    _not_built("partgen-segment", "the Point Transformer segmenter", "issue #5")
+    from partgen.pipelines.segment import main
+
+    code = main(cfg)
+    if code:
+        sys.exit(code)
 
 
 def annotate() -> None:

@@ -11,10 +11,9 @@ from hydra.utils import instantiate
 from conftest import REPO_ROOT, require_shared
 
 APPS = ["annotate", "train", "generate", "segment"]
-UNBUILT = ["generate", "segment"]
+UNBUILT = ["generate"]
 APP_ARGS = {
     "generate": ["image=chair.png", "output=out"],
-    "segment": ["input=chair.obj", "output=out"],
 }
 CONF = REPO_ROOT / "conf"
 
@@ -104,3 +103,17 @@ def test_train_cli_runs_an_experiment_and_checkpoints(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "partgen-train: 5 steps" in res.stdout
     assert (tmp_path / "run" / "checkpoints" / "step_0000005" / "model.safetensors").exists()
+
+
+def test_segment_cli_refuses_a_missing_input_in_one_line(tmp_path):
+    res = subprocess.run(
+        [*_app("segment"), f"input={tmp_path / 'nowhere.obj'}", f"output={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("partgen-segment:") and "nowhere.obj" in lines[0]
+    assert not (tmp_path / "out").exists()
