@@ -47,7 +47,7 @@ def human_part_count(segmentations: list[np.ndarray]) -> int:
     return min(k for k, c in counts.items() if c == best)
 
 
-def _segment(method: str, vertices, faces, num_parts):
+def _segment(method: str, vertices, faces, num_parts, checkpoint=None):
     if method == "geometric":
         from partgen.data_pipeline.geometric import segment_mesh
 
@@ -55,17 +55,18 @@ def _segment(method: str, vertices, faces, num_parts):
     if method == "learned":
         from partgen.data_pipeline.parts import learned_face_parts
 
-        return learned_face_parts(vertices, faces, num_parts)
+        labels, _ = learned_face_parts(vertices, faces, num_parts, checkpoint)
+        return np.asarray(labels)
     raise ValueError(f"unknown method {method!r}")
 
 
 def _evaluate(args):
-    root, mesh_id, method, parts = args
+    root, mesh_id, method, parts, checkpoint = args
     ds = PSBDataset(root)
     mesh = ds[[row[0] for row in ds.index].index(mesh_id)]
     k = human_part_count(mesh.segmentations) if parts == "human" else None
     t = time.perf_counter()
-    labels = _segment(method, mesh.vertices, mesh.faces, k)
+    labels = _segment(method, mesh.vertices, mesh.faces, k, checkpoint)
     seconds = time.perf_counter() - t
     return {
         "id": mesh.id,
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="meshes per category")
     ap.add_argument("--categories", default=None, help="comma-separated subset")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--checkpoint", default=None, help="learned: a trained segmenter (run or model folder)")
     args = ap.parse_args(argv)
 
     try:
@@ -95,9 +97,19 @@ def main(argv=None) -> int:
         print(f"eval_psb: {err}", file=sys.stderr)
         return 1
     # the dataset is re-opened per worker from its extracted folder (cheap), meshes one by one
-    jobs = [(ds.root, mesh_id, args.method, args.parts) for mesh_id, _ in ds.index]
+    jobs = [(ds.root, mesh_id, args.method, args.parts, args.checkpoint) for mesh_id, _ in ds.index]
     start = time.perf_counter()
     rows = []
+    if args.method == "learned":
+        try:  # fail once, here, when the segmenter or its checkpoint is missing
+            from partgen.data_pipeline.parts import DEFAULT_LEARNED, learned_segmenter
+            from partgen.pipelines.segment import resolve_checkpoint
+
+            learned_segmenter(DEFAULT_LEARNED)
+            resolve_checkpoint(args.checkpoint)
+        except (NotImplementedError, FileNotFoundError, ValueError, ImportError) as err:
+            print(f"eval_psb: {' '.join(str(err).split())}", file=sys.stderr)
+            return 1
     with ProcessPoolExecutor(args.workers) as pool:
         for n, row in enumerate(pool.map(_evaluate, jobs), 1):
             rows.append(row)
@@ -114,6 +126,7 @@ def main(argv=None) -> int:
         "method": args.method,
         "parts": args.parts,
         "data": str(args.data or "default psb-dev"),
+        "checkpoint": args.checkpoint,
         "meshes": len(rows),
         "rand_index_error": overall,
         "categories": {c: float(np.mean(v)) for c, v in by_cat.items()},

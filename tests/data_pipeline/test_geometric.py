@@ -160,3 +160,13 @@ def test_eval_psb_script_prints_the_table_and_writes_json(tmp_path):
     assert result["rand_index_error"] < 0.3
     for row in result["meshes_detail"]:
         assert row["parts"] == row["parts_asked"]
+
+
+def test_eval_psb_learned_without_a_checkpoint_fails_in_one_line(tmp_path):
+    data = require_shared("psb-dev.tar.gz")
+    script = str(REPO_ROOT / "scripts" / "eval_psb.py")
+    args = [sys.executable, script, "--method", "learned", "--data", str(data), "--limit", "1"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("eval_psb:") and "checkpoint" in lines[0]
