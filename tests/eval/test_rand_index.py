@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
-from partgen.eval.rand_index import rand_index, rand_index_error
+from partgen.eval.rand_index import adjusted_rand_index, rand_index, rand_index_error
 
 
 def brute(a, b):
@@ -49,3 +49,16 @@ def test_psb_dev_baselines_match_the_benchmark():
     assert abs(np.mean(one) - 0.655) < 0.06
     assert abs(np.mean(every) - 0.345) < 0.06
     assert abs(np.mean(human) - 0.103) < 0.04
+
+
+def test_adjusted_rand_index():
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert adjusted_rand_index(a, a) == pytest.approx(1.0)
+    assert adjusted_rand_index(a, 5 - a) == pytest.approx(1.0)  # label names do not matter
+    assert adjusted_rand_index(np.zeros(6), np.zeros(6)) == 1.0
+    # scikit-learn's adjusted_rand_score([0, 0, 1, 1], [0, 1, 0, 1]) = -0.5
+    assert adjusted_rand_index(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])) == pytest.approx(-0.5)
+    # and adjusted_rand_score([0, 0, 1, 2], [0, 0, 1, 1]) = 0.5714285714285715
+    assert adjusted_rand_index(np.array([0, 0, 1, 2]), np.array([0, 0, 1, 1])) == pytest.approx(4 / 7)
+    with pytest.raises(ValueError, match="length"):
+        adjusted_rand_index(np.zeros(3), np.zeros(4))

@@ -10,7 +10,7 @@ import torch
 from partgen.data_pipeline.datasets import split_of
 from partgen.data_pipeline.taxonomy import CLASSES, NUM_CLASSES
 from partgen.models.point_transformer import PointSegmenter
-from partgen.train.tasks.segment import SegmentTask, adjusted_rand_index
+from partgen.train.tasks.segment import SegmentTask
 
 NAMES = ("Seat", "Pied_1", "Cube.001")  # seat, leg, unclassed
 SAMPLES = 192
@@ -159,19 +159,6 @@ def test_evaluate_reports_bounded_metrics_and_restores_the_mode(records):
     assert set(make_task(records, "parts").evaluate(model)) == {"ari", "rand_index_error"}
     assert make_task(records, eval_max_shapes=0).evaluate(model) == {}
     assert set(CLASSES) >= {"seat", "leg"}
-
-
-def test_adjusted_rand_index():
-    a = np.array([0, 0, 1, 1, 2, 2])
-    assert adjusted_rand_index(a, a) == pytest.approx(1.0)
-    assert adjusted_rand_index(a, 5 - a) == pytest.approx(1.0)  # label names do not matter
-    assert adjusted_rand_index(np.zeros(6), np.zeros(6)) == 1.0
-    # scikit-learn's adjusted_rand_score([0, 0, 1, 1], [0, 1, 0, 1]) = -0.5
-    assert adjusted_rand_index(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])) == pytest.approx(-0.5)
-    # and adjusted_rand_score([0, 0, 1, 2], [0, 0, 1, 1]) = 0.5714285714285715
-    assert adjusted_rand_index(np.array([0, 0, 1, 2]), np.array([0, 0, 1, 1])) == pytest.approx(4 / 7)
-    with pytest.raises(ValueError, match="length"):
-        adjusted_rand_index(np.zeros(3), np.zeros(4))
 
 
 @pytest.mark.parametrize("experiment", ["segment_semantic", "segment_parts"])

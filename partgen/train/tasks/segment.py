@@ -37,7 +37,7 @@ from torch import nn
 from partgen.data_pipeline.datasets import PartRecords, PointBatch, RecordRef, collate_points
 from partgen.data_pipeline.taxonomy import CLASSES, IGNORE, NUM_CLASSES, semantic_class
 from partgen.eval.clustering import cluster_embeddings
-from partgen.eval.rand_index import rand_index
+from partgen.eval.rand_index import adjusted_rand_index, rand_index
 from partgen.train.losses import class_weights, part_contrastive_loss, semantic_loss
 
 Mode = Literal["semantic", "parts", "both"]
@@ -46,34 +46,6 @@ ANNOTATE_HINT = (
     "annotate the Sweet Home 3D training libraries first: "
     "partgen-annotate input=sweethome3d output=data/sh3d64 resolution=64 num_volume_samples=0"
 )
-
-
-def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
-    """ARI (Hubert & Arabie 1985) of two (n,) integer labellings: 1 for equal partitions, ~0 for chance.
-
-    From the contingency table, as scikit-learn computes it; 1.0 when both labellings are the same
-    trivial partition (one cluster, or all singletons), where the formula is 0/0.
-    """
-    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"labellings differ in length: {a.size} vs {b.size}")
-    n = a.size
-    if n < 2:
-        return 1.0
-    _, ai = np.unique(a, return_inverse=True)
-    _, bi = np.unique(b, return_inverse=True)
-
-    def pairs(counts: np.ndarray) -> float:
-        counts = counts.astype(np.float64)
-        return float((counts * (counts - 1) / 2).sum())
-
-    joint = pairs(np.unique(ai.astype(np.int64) * (bi.max() + 1) + bi, return_counts=True)[1])
-    pa, pb = pairs(np.bincount(ai)), pairs(np.bincount(bi))
-    expected = pa * pb / (n * (n - 1) / 2)
-    maximum = (pa + pb) / 2
-    if maximum == expected:
-        return 1.0
-    return (joint - expected) / (maximum - expected)
 
 
 class SegmentTask:
@@ -303,4 +275,4 @@ class SegmentTask:
         return {"rand_index_error": float(np.mean(ri_errors)), "ari": float(np.mean(aris))}
 
 
-__all__ = ["ANNOTATE_HINT", "SegmentTask", "adjusted_rand_index"]
+__all__ = ["ANNOTATE_HINT", "SegmentTask"]
