@@ -46,6 +46,7 @@ class GeometricConfig:
     max_cut: float = 0.01  # automatic count: stop when the cheapest normalised cut exceeds this
     min_faces_fraction: float = 0.002
     max_parts: int = 64
+    feature_sigma: float = 0.3  # with face_features: affinity *= exp(-(1 - cos(f_i, f_j)) / feature_sigma)
 
 
 @dataclasses.dataclass
@@ -159,14 +160,24 @@ class _quiet:
         return self._w.__exit__(*exc)
 
 
-def affinities(graph: DualGraph, sdf: np.ndarray | None, cfg: GeometricConfig) -> np.ndarray:
-    """(E,) edge affinity: boundary length x crease term x thickness-jump term."""
+def affinities(
+    graph: DualGraph, sdf: np.ndarray | None, cfg: GeometricConfig, features: np.ndarray | None = None
+) -> np.ndarray:
+    """(E,) edge affinity: boundary length x crease term x thickness-jump term [x feature term].
+
+    features: optional (F, D) per-face descriptors (a learned part embedding): faces whose
+    descriptors point apart (cosine) get a small affinity, so cuts also follow what a model learned.
+    """
     eta = np.where(graph.concave, 1.0, cfg.convex_eta)
     angular = eta * graph.one_minus_cos
     term = np.exp(-angular / cfg.angle_sigma)
     if sdf is not None and cfg.sdf_sigma > 0:
         jump = np.abs(np.log(sdf[graph.pairs[:, 0]]) - np.log(sdf[graph.pairs[:, 1]]))
         term *= np.exp(-jump / cfg.sdf_sigma)
+    if features is not None:
+        unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        cosine = (unit[graph.pairs[:, 0]] * unit[graph.pairs[:, 1]]).sum(1)
+        term *= np.exp(-(1.0 - cosine) / cfg.feature_sigma)
     length = np.maximum(graph.length, 1e-9 * max(graph.length.max(initial=0.0), 1e-30))
     return length * np.maximum(term, cfg.floor)
 
@@ -244,17 +255,29 @@ def _merge_small(labels: np.ndarray, graph: DualGraph, w: np.ndarray, min_faces:
 
 
 def segment_mesh(
-    vertices: np.ndarray, faces: np.ndarray, num_parts: int | None = None, cfg: GeometricConfig | None = None
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    num_parts: int | None = None,
+    cfg: GeometricConfig | None = None,
+    face_features: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(F,) int64 part label per face, labels 0..K-1 (K = num_parts when given and reachable)."""
+    """(F,) int64 part label per face, labels 0..K-1 (K = num_parts when given and reachable).
+
+    face_features: optional (F, D) learned descriptors that join the affinities (see affinities);
+    the learned segmenter's mesh mode passes its part embedding here.
+    """
     cfg = cfg or GeometricConfig()
     vertices = np.asarray(vertices, np.float64)
     faces = np.asarray(faces, np.int64)
     if len(faces) == 0:
         raise ValueError("cannot segment a mesh without faces")
+    if face_features is not None:
+        face_features = np.asarray(face_features, np.float64)
+        if face_features.ndim != 2 or len(face_features) != len(faces) or not np.isfinite(face_features).all():
+            raise ValueError(f"face_features must be finite ({len(faces)}, D), got {face_features.shape}")
     graph = dual_graph(vertices, faces)
     sdf = shape_diameter(vertices, faces, cfg.sdf_rays) if cfg.sdf_sigma > 0 else None
-    w = affinities(graph, sdf, cfg)
+    w = affinities(graph, sdf, cfg, face_features)
     nf = len(faces)
     adj = sp.coo_matrix((np.concatenate([w, w]), (graph.pairs.ravel("F"), graph.pairs[:, ::-1].ravel("F"))), (nf, nf))
     adj = adj.tocsr()

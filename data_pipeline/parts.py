@@ -52,7 +52,7 @@ def authored_face_parts(mesh: Mesh) -> tuple[np.ndarray, list[str], str]:
     return labels, [f"component_{i}" for i in range(count)], "components"
 
 
-# learned segmenters: name -> fn(vertices, faces, num_parts, checkpoint) -> ((F,) labels, names)
+# learned segmenters: name -> fn(vertices, faces, num_parts, checkpoint, **options) -> ((F,) labels, names)
 _LEARNED: dict[str, Callable] = {}
 DEFAULT_LEARNED = "partgen.pipelines.segment:segment_faces"
 
@@ -77,9 +77,11 @@ def learned_segmenter(segmenter: str = DEFAULT_LEARNED) -> Callable:
     return _LEARNED[segmenter]
 
 
-def learned_face_parts(vertices, faces, num_parts=None, checkpoint=None, segmenter: str = DEFAULT_LEARNED):
-    """(F,) labels and part names from the learned segmenter."""
-    return learned_segmenter(segmenter)(vertices, faces, num_parts, checkpoint)
+def learned_face_parts(
+    vertices, faces, num_parts=None, checkpoint=None, segmenter: str = DEFAULT_LEARNED, **options
+):
+    """(F,) labels and part names from the learned segmenter; options go to it as they are."""
+    return learned_segmenter(segmenter)(vertices, faces, num_parts, checkpoint, **options)
 
 
 def face_parts(

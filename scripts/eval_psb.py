@@ -47,7 +47,7 @@ def human_part_count(segmentations: list[np.ndarray]) -> int:
     return min(k for k, c in counts.items() if c == best)
 
 
-def _segment(method: str, vertices, faces, num_parts, checkpoint=None):
+def _segment(method: str, vertices, faces, num_parts, checkpoint=None, mesh_parts="graph"):
     if method == "geometric":
         from partgen.data_pipeline.geometric import segment_mesh
 
@@ -55,18 +55,18 @@ def _segment(method: str, vertices, faces, num_parts, checkpoint=None):
     if method == "learned":
         from partgen.data_pipeline.parts import learned_face_parts
 
-        labels, _ = learned_face_parts(vertices, faces, num_parts, checkpoint)
+        labels, _ = learned_face_parts(vertices, faces, num_parts, checkpoint, mesh_parts=mesh_parts)
         return np.asarray(labels)
     raise ValueError(f"unknown method {method!r}")
 
 
 def _evaluate(args):
-    root, mesh_id, method, parts, checkpoint = args
+    root, mesh_id, method, parts, checkpoint, mesh_parts = args
     ds = PSBDataset(root)
     mesh = ds[[row[0] for row in ds.index].index(mesh_id)]
     k = human_part_count(mesh.segmentations) if parts == "human" else None
     t = time.perf_counter()
-    labels = _segment(method, mesh.vertices, mesh.faces, k, checkpoint)
+    labels = _segment(method, mesh.vertices, mesh.faces, k, checkpoint, mesh_parts)
     seconds = time.perf_counter() - t
     return {
         "id": mesh.id,
@@ -89,6 +89,12 @@ def main(argv=None) -> int:
     ap.add_argument("--categories", default=None, help="comma-separated subset")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--checkpoint", default=None, help="learned: a trained segmenter (run or model folder)")
+    ap.add_argument(
+        "--mesh-parts",
+        choices=["graph", "cluster"],
+        default="graph",
+        help="learned: normalised cuts of the face graph with the embedding in its affinities, or k-means of the samples",
+    )
     args = ap.parse_args(argv)
 
     try:
@@ -97,7 +103,7 @@ def main(argv=None) -> int:
         print(f"eval_psb: {err}", file=sys.stderr)
         return 1
     # the dataset is re-opened per worker from its extracted folder (cheap), meshes one by one
-    jobs = [(ds.root, mesh_id, args.method, args.parts, args.checkpoint) for mesh_id, _ in ds.index]
+    jobs = [(ds.root, mesh_id, args.method, args.parts, args.checkpoint, args.mesh_parts) for mesh_id, _ in ds.index]
     start = time.perf_counter()
     rows = []
     if args.method == "learned":
@@ -127,6 +133,7 @@ def main(argv=None) -> int:
         "parts": args.parts,
         "data": str(args.data or "default psb-dev"),
         "checkpoint": args.checkpoint,
+        "mesh_parts": args.mesh_parts if args.method == "learned" else None,
         "meshes": len(rows),
         "rand_index_error": overall,
         "categories": {c: float(np.mean(v)) for c, v in by_cat.items()},

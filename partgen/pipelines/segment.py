@@ -11,10 +11,16 @@ A shape is normalised into the cube [-0.5, 0.5]^3 first (the space the model was
 model runs at its training density: the points are split into random disjoint subsets of about
 points_per_pass points each, one batch item per subset, so every point gets a prediction from a
 cloud as dense as the training clouds. A mesh is read through num_samples surface samples; each
-face takes the majority label of its samples, a face without samples that of the nearest sample.
-Parts are class-agnostic: k-means on the embedding (partgen.eval.clustering; num_parts given or
-chosen by silhouette), each named after the semantic class covering most of its area ("leg",
-"leg_2"); parts_from="semantic" makes one part per predicted class instead (for mode=semantic models).
+face takes the majority class of its samples, a face without samples that of the nearest sample.
+Parts are class-agnostic, from the embedding (parts_from="semantic" makes one part per predicted
+class instead, for mode=semantic models), and named after the semantic class covering most of
+their area ("leg", "leg_2"):
+    points, and meshes with mesh_parts="cluster": k-means on the embedding
+        (partgen.eval.clustering; num_parts given or chosen by silhouette);
+    meshes with mesh_parts="graph" (default): each face's mean sample embedding joins the
+        crease and thickness affinities of the face graph, which normalised cuts split
+        (partgen.data_pipeline.geometric, face_features): parts are connected and their
+        boundaries follow edges of the mesh, where k-means boundaries cut across faces.
 
 segment_faces is the hook parts.method=learned calls (partgen.data_pipeline.parts), and main the
 body of `partgen-segment input=MESH_OR_CLOUD output=DIR [checkpoint=...] [num_parts=...]`.
@@ -36,6 +42,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from partgen.data_pipeline.geometric import GeometricConfig
+from partgen.data_pipeline.geometric import segment_mesh as segment_mesh_graph
 from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, MeshError, load_mesh, normalise
 from partgen.data_pipeline.samples import sample_surface
 from partgen.data_pipeline.taxonomy import CLASSES
@@ -55,6 +63,7 @@ TRAIN_HINT = (
     "checkpoint=runs/train/<run> (its model/ folder) or a checkpoint folder <run>/checkpoints/step_XXXXXXX"
 )
 PartsFrom = Literal["embedding", "semantic"]
+MeshParts = Literal["graph", "cluster"]
 
 
 class InputError(ValueError):
@@ -215,6 +224,9 @@ class Segmenter:
     max_parts:       the largest part count chosen automatically
     parts_from:      "embedding": class-agnostic clustering; "semantic": one part per predicted class
                      (for a model trained with mode=semantic, whose embedding is untrained)
+    mesh_parts:      meshes, parts_from="embedding": "graph" (normalised cuts of the face graph with
+                     the embedding in its affinities) or "cluster" (k-means of the samples)
+    graph:           the face-graph settings for mesh_parts="graph" (feature_sigma weighs the embedding)
     passes_per_batch: batch items per forward pass (bounds memory)
     seed:            sampling, subsets and clustering are deterministic for a seed
     source:          where the weights came from (for reports)
@@ -227,6 +239,8 @@ class Segmenter:
         num_samples: int = 20_000,
         max_parts: int = 16,
         parts_from: PartsFrom = "embedding",
+        mesh_parts: MeshParts = "graph",
+        graph: GeometricConfig | None = None,
         passes_per_batch: int = 8,
         seed: int = 0,
         source: str = "",
@@ -235,11 +249,14 @@ class Segmenter:
             raise ValueError(f"a segmenter needs a PointSegmenter, got {type(model).__name__}")
         if parts_from not in ("embedding", "semantic"):
             raise ValueError(f"parts_from must be 'embedding' or 'semantic', got {parts_from!r}")
+        if mesh_parts not in ("graph", "cluster"):
+            raise ValueError(f"mesh_parts must be 'graph' or 'cluster', got {mesh_parts!r}")
         if min(points_per_pass, num_samples, max_parts, passes_per_batch) < 1:
             raise ValueError("points_per_pass, num_samples, max_parts and passes_per_batch must be positive")
         self.model = model.eval().requires_grad_(False)
         self.points_per_pass, self.num_samples, self.max_parts = int(points_per_pass), int(num_samples), int(max_parts)
         self.parts_from, self.passes_per_batch, self.seed = parts_from, int(passes_per_batch), int(seed)
+        self.mesh_parts, self.graph = mesh_parts, graph or GeometricConfig(max_parts=max_parts)
         self.source = source
 
     @property
@@ -369,17 +386,23 @@ class Segmenter:
         sample_face = samples.part  # face_part = face index: each sample knows its face
         logits, embedding = self._predict(samples.points, samples.normals)
         point_semantic = logits.argmax(1).astype(np.int64)
-        point_part = self._parts(point_semantic, embedding, num_parts)
-
         face_semantic = _majority(sample_face, point_semantic, num_faces)
-        face_part = _majority(sample_face, point_part, num_faces)
-        missing = np.nonzero(face_part < 0)[0]
+        missing = np.nonzero(face_semantic < 0)[0]
+        nearest = np.zeros(0, np.int64)
         if len(missing):
             from scipy.spatial import cKDTree
 
-            centroids = v[faces[missing]].mean(1)
-            _, nearest = cKDTree(samples.points).query(centroids, k=1)
-            face_semantic[missing], face_part[missing] = point_semantic[nearest], point_part[nearest]
+            _, nearest = cKDTree(samples.points).query(v[faces[missing]].mean(1), k=1)
+            face_semantic[missing] = point_semantic[nearest]
+        if self.parts_from == "embedding" and self.mesh_parts == "graph":
+            face_embedding = np.zeros((num_faces, embedding.shape[1]))
+            np.add.at(face_embedding, sample_face, embedding)  # the direction of the sum is that of the mean
+            face_embedding[missing] = embedding[nearest]
+            face_part = segment_mesh_graph(v, faces, num_parts, self.graph, face_features=face_embedding)
+        else:
+            point_part = self._parts(point_semantic, embedding, num_parts)
+            face_part = _majority(sample_face, point_part, num_faces)
+            face_part[missing] = point_part[nearest]
         face_part = _compact(face_part)
         num_parts = int(face_part.max()) + 1
         # parts are named by area (the samples are uniform over the surface), not by face count;
@@ -415,17 +438,21 @@ def _check_cloud(points: np.ndarray, normals: np.ndarray | None) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=2)
-def _cached(folder: str, mtime: float) -> Segmenter:
-    return Segmenter.from_checkpoint(folder)
+def _cached(folder: str, mtime: float, options: tuple) -> Segmenter:
+    return Segmenter.from_checkpoint(folder, **dict(options))
 
 
-def segment_faces(vertices: np.ndarray, faces: np.ndarray, num_parts: int | None, checkpoint) -> tuple:
+def segment_faces(
+    vertices: np.ndarray, faces: np.ndarray, num_parts: int | None, checkpoint, **options
+) -> tuple:
     """The parts.method=learned hook: ((F,) int64 part labels, part names). checkpoint None: the
-    bundled default. The loaded segmenter is kept between calls (one per checkpoint folder)."""
+    bundled default; options: Segmenter arguments (mesh_parts="cluster", max_parts=...). The loaded
+    segmenter is kept between calls (one per checkpoint folder and options)."""
     folder = resolve_checkpoint(checkpoint)
     weights = folder / (EMA_WEIGHTS if (folder / EMA_WEIGHTS).is_file() else WEIGHTS)
     mtime = weights.stat().st_mtime if weights.is_file() else 0.0
-    return _cached(str(folder.resolve()), mtime).segment_mesh(vertices, faces, num_parts)
+    segmenter = _cached(str(folder.resolve()), mtime, tuple(sorted(options.items())))
+    return segmenter.segment_mesh(vertices, faces, num_parts)
 
 
 # --- partgen-segment ------------------------------------------------------------------------------

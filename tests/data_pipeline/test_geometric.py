@@ -170,3 +170,32 @@ def test_eval_psb_learned_without_a_checkpoint_fails_in_one_line(tmp_path):
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("eval_psb:") and "checkpoint" in lines[0]
+
+
+def flat_grid(n=16):
+    """A flat n x n square of 2 n^2 triangles in z = 0: no crease, no thickness jump anywhere."""
+    xs = np.linspace(-1, 1, n + 1)
+    gx, gy = np.meshgrid(xs, xs, indexing="ij")
+    vertices = np.column_stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)])
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    return vertices, faces
+
+
+def test_face_features_steer_the_cut_where_geometry_is_silent():
+    vertices, faces = flat_grid()
+    centre = vertices[faces].mean(1)
+    # a descriptor that says "left" or "right" but not where the square is thinnest
+    left = centre[:, 0] < -0.5
+    features = np.where(left[:, None], [1.0, 0.0], [0.0, 1.0])
+    cfg = GeometricConfig(sdf_sigma=0.0)
+    labels = segment_mesh(vertices, faces, 2, cfg, face_features=features)
+    assert rand_index_error(labels, [left.astype(int)]) == 0.0
+    # without them the flat square is cut across its middle (the shortest balanced boundary)
+    plain = segment_mesh(vertices, faces, 2, cfg)
+    assert rand_index_error(plain, [left.astype(int)]) > 0.2
+    with pytest.raises(ValueError, match="face_features"):
+        segment_mesh(vertices, faces, 2, cfg, face_features=features[:-1])
+    with pytest.raises(ValueError, match="face_features"):
+        segment_mesh(vertices, faces, 2, cfg, face_features=np.full_like(features, np.nan))

@@ -193,3 +193,21 @@ def test_faces_vote_by_majority_and_unsampled_faces_take_the_nearest_sample(chec
     assert seg.part.shape == seg.semantic.shape == (len(faces),)
     assert seg.part.min() >= 0 and seg.semantic.min() >= 0
     assert len(seg.names) == len(seg.part_class) == seg.part.max() + 1
+
+
+def test_mesh_parts_graph_keeps_parts_connected_and_cluster_is_the_alternative(checkpoint):
+    mesh = two_boxes()
+    top = np.arange(len(mesh.faces)) < 12  # the slab's faces come first (two_boxes)
+    graph = Segmenter.from_checkpoint(checkpoint, device="cpu", **FAST)
+    assert graph.mesh_parts == "graph"
+    seg = graph.label_mesh(mesh.vertices, mesh.faces, num_parts=2)
+    # the slab and the post are separate pieces: the face graph keeps each whole, whatever the weights
+    assert len(np.unique(seg.part[top])) == 1 and len(np.unique(seg.part[~top])) == 1
+    assert seg.part[top][0] != seg.part[~top][0]
+    cluster = Segmenter.from_checkpoint(checkpoint, device="cpu", mesh_parts="cluster", **FAST)
+    seg = cluster.label_mesh(mesh.vertices, mesh.faces, num_parts=2)
+    assert seg.part.shape == (len(mesh.faces),) and seg.part.max() + 1 == len(seg.names) <= 2
+    with pytest.raises(ValueError, match="mesh_parts"):
+        Segmenter.from_checkpoint(checkpoint, device="cpu", mesh_parts="magic")
+    labels, _ = learned_face_parts(mesh.vertices, mesh.faces, 2, checkpoint=str(checkpoint), mesh_parts="cluster")
+    assert np.asarray(labels).shape == (len(mesh.faces),)
