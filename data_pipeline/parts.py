@@ -77,9 +77,7 @@ def learned_segmenter(segmenter: str = DEFAULT_LEARNED) -> Callable:
     return _LEARNED[segmenter]
 
 
-def learned_face_parts(
-    vertices, faces, num_parts=None, checkpoint=None, segmenter: str = DEFAULT_LEARNED, **options
-):
+def learned_face_parts(vertices, faces, num_parts=None, checkpoint=None, segmenter: str = DEFAULT_LEARNED, **options):
     """(F,) labels and part names from the learned segmenter; options go to it as they are."""
     return learned_segmenter(segmenter)(vertices, faces, num_parts, checkpoint, **options)
 

@@ -442,9 +442,7 @@ def _cached(folder: str, mtime: float, options: tuple) -> Segmenter:
     return Segmenter.from_checkpoint(folder, **dict(options))
 
 
-def segment_faces(
-    vertices: np.ndarray, faces: np.ndarray, num_parts: int | None, checkpoint, **options
-) -> tuple:
+def segment_faces(vertices: np.ndarray, faces: np.ndarray, num_parts: int | None, checkpoint, **options) -> tuple:
     """The parts.method=learned hook: ((F,) int64 part labels, part names). checkpoint None: the
     bundled default; options: Segmenter arguments (mesh_parts="cluster", max_parts=...). The loaded
     segmenter is kept between calls (one per checkpoint folder and options)."""
