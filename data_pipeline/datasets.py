@@ -119,6 +119,25 @@ def list_records(root_or_manifests, statuses: Sequence[str] = ("ok",)) -> list[t
     return out
 
 
+def select_records(
+    root_or_manifests, split: Split, val_fraction: float = 0.1, seed: int = 0, statuses: Sequence[str] = ("ok",)
+) -> list[RecordRef]:
+    """The records of one split (see PartRecords); any but split="eval" refuses evaluation-only libraries."""
+    refs = [ref for ref, _ in list_records(root_or_manifests, statuses)]
+    if split != "eval":
+        reserved = [ref.key for ref in refs if ref.eval_only]
+        if reserved:
+            libs = ", ".join(EVAL_LIBRARIES)
+            raise ValueError(
+                f"{len(reserved)} record(s) from evaluation-only libraries ({libs}), e.g. {reserved[:3]}: "
+                f"never train or tune on them; annotate them into a separate folder and load that with "
+                f"split='eval'"
+            )
+    if split in ("train", "val"):
+        refs = [ref for ref in refs if split_of(ref.key, val_fraction, seed) == split]
+    return refs
+
+
 def _rotation_y(theta: float) -> np.ndarray:
     """(3, 3) rotation about the up axis (Sweet Home 3D models are Y-up)."""
     c, s = math.cos(theta), math.sin(theta)
@@ -192,18 +211,7 @@ class PartRecords(torch.utils.data.Dataset):
         self.split, self.val_fraction, self.seed = split, val_fraction, seed
         self.num_points, self.with_normals, self.augment = num_points, with_normals, augment
 
-        refs = [ref for ref, _ in list_records(root_or_manifests, statuses)]
-        if split != "eval":
-            reserved = [ref.key for ref in refs if ref.eval_only]
-            if reserved:
-                libs = ", ".join(EVAL_LIBRARIES)
-                raise ValueError(
-                    f"{len(reserved)} record(s) from evaluation-only libraries ({libs}), e.g. {reserved[:3]}: "
-                    f"never train or tune on them; annotate them into a separate folder and load that with "
-                    f"split='eval'"
-                )
-        if split in ("train", "val"):
-            refs = [ref for ref in refs if split_of(ref.key, val_fraction, seed) == split]
+        refs = select_records(root_or_manifests, split, val_fraction, seed, statuses)
         self.records: list[RecordRef] = refs
         # part id -> semantic class, per record
         self._semantic = [np.array([semantic_class(n) for n in ref.part_names], dtype=np.int64) for ref in refs]
@@ -303,15 +311,143 @@ def collate_points(batch: Sequence[dict]) -> PointBatch:
     return PointBatch(points, semantic, [item["key"] for item in batch])
 
 
+class ShapeRecords(torch.utils.data.Dataset):
+    """Annotated records as shape-autoencoding items: surface samples in, volume queries to predict.
+
+    root_or_manifests, split, val_fraction, seed, statuses: as PartRecords (the same split of keys)
+    num_points:  surface samples per item (uniform and sharp-edge ones alike, as the record holds them)
+    num_queries: volume queries per item, near_fraction of them from the record's near-surface ones
+    Training items draw fresh subsets each time; val/eval items a fixed subset per (seed, key).
+
+    Item: dict with points, normals (n, 3) float32, sharp (n,) bool, queries (q, 3) float32,
+    sdf (q,) float32 (signed distance, < 0 inside by winding number), key. Records need volume.npz
+    (partgen-annotate's num_volume_samples > 0).
+    """
+
+    def __init__(
+        self,
+        root_or_manifests: str | Path | Sequence[str | Path],
+        split: Split = "train",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        num_points: int = 4096,
+        num_queries: int = 4096,
+        near_fraction: float = 0.5,
+        statuses: Sequence[str] = ("ok",),
+    ):
+        if split not in ("train", "val", "all", "eval"):
+            raise ValueError(f"split must be train, val, all or eval, got {split!r}")
+        if num_points < 1 or num_queries < 1 or not 0.0 <= near_fraction <= 1.0:
+            raise ValueError(
+                f"need num_points, num_queries >= 1 and near_fraction in [0, 1], got {num_points}, "
+                f"{num_queries}, {near_fraction}"
+            )
+        self.split, self.seed = split, seed
+        self.num_points, self.num_queries, self.near_fraction = int(num_points), int(num_queries), float(near_fraction)
+        self.records = select_records(root_or_manifests, split, val_fraction, seed, statuses)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def keys(self) -> list[str]:
+        return [ref.key for ref in self.records]
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.split == "train":
+            return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        return np.random.default_rng([self.seed, zlib.crc32(self.records[index].key.encode())])
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        """Every surface sample and volume query of the record, checked."""
+        ref = self.records[index]
+        out = {}
+        for name, fields in (("samples", ("points", "normals", "sharp")), ("volume", ("points", "sdf", "near"))):
+            file = ref.path / f"{name}.npz"
+            try:
+                with np.load(file) as z:
+                    for field in fields:
+                        if field == "sharp" and field not in z.files:  # records from before sharp samples
+                            out[field] = np.zeros(len(z["points"]), bool)
+                            continue
+                        out[field if name == "samples" or field != "points" else "queries"] = z[field]
+            except FileNotFoundError:
+                hint = " (annotate with num_volume_samples > 0)" if name == "volume" else ""
+                raise RecordError(f"record {ref.key}: {file} is missing{hint}") from None
+            except KeyError as err:
+                raise RecordError(f"record {ref.key}: {file} lacks {err}") from None
+            except Exception as err:  # a torn or corrupt zip
+                raise RecordError(f"record {ref.key}: {file} is unreadable ({err!r})") from None
+        s, q = len(out["points"]), len(out["queries"])
+        if s == 0 or q == 0 or out["normals"].shape != (s, 3) or out["sdf"].shape != (q,) or out["near"].shape != (q,):
+            raise RecordError(f"record {ref.key}: {s} surface samples and {q} volume queries with mismatched fields")
+        for name in ("points", "normals", "queries", "sdf"):
+            if not np.isfinite(out[name]).all():
+                raise RecordError(f"record {ref.key}: {name} hold NaN or inf")
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        data = self.load(index)
+        rng = self._rng(index)
+        s = len(data["points"])
+        keep = np.sort(rng.choice(s, self.num_points, replace=False)) if s > self.num_points else np.arange(s)
+        near = np.nonzero(data["near"])[0]
+        far = np.nonzero(~data["near"])[0]
+        want_near = min(len(near), round(self.near_fraction * self.num_queries))
+        want_far = min(len(far), self.num_queries - want_near)
+        picks = np.concatenate([rng.choice(near, want_near, replace=False), rng.choice(far, want_far, replace=False)])
+        return {
+            "points": torch.from_numpy(np.ascontiguousarray(data["points"][keep], np.float32)),
+            "normals": torch.from_numpy(np.ascontiguousarray(data["normals"][keep], np.float32)),
+            "sharp": torch.from_numpy(data["sharp"][keep].astype(bool)),
+            "queries": torch.from_numpy(np.ascontiguousarray(data["queries"][picks], np.float32)),
+            "sdf": torch.from_numpy(np.ascontiguousarray(data["sdf"][picks], np.float32)),
+            "key": self.records[index].key,
+        }
+
+
+class ShapeBatch(NamedTuple):
+    """Collated ShapeRecords items: surface (N, 3) points/normals, (N,) sharp, cu (B+1,); queries
+    (Q, 3), sdf (Q,), query_cu (B+1,); keys (B,)."""
+
+    points: torch.Tensor
+    normals: torch.Tensor
+    sharp: torch.Tensor
+    cu_seqlens: torch.Tensor
+    queries: torch.Tensor
+    sdf: torch.Tensor
+    query_cu: torch.Tensor
+    keys: list[str]
+
+
+def collate_shapes(batch: Sequence[dict]) -> ShapeBatch:
+    if not batch:
+        raise ValueError("collate_shapes needs at least one item")
+    return ShapeBatch(
+        points=torch.cat([b["points"] for b in batch]),
+        normals=torch.cat([b["normals"] for b in batch]),
+        sharp=torch.cat([b["sharp"] for b in batch]),
+        cu_seqlens=cu_seqlens_from_lengths([len(b["points"]) for b in batch]),
+        queries=torch.cat([b["queries"] for b in batch]),
+        sdf=torch.cat([b["sdf"] for b in batch]),
+        query_cu=cu_seqlens_from_lengths([len(b["queries"]) for b in batch]),
+        keys=[b["key"] for b in batch],
+    )
+
+
 __all__ = [
     "IGNORE",
     "PartRecords",
     "PointBatch",
     "RecordError",
     "RecordRef",
+    "ShapeBatch",
+    "ShapeRecords",
     "augment_points",
     "collate_points",
+    "collate_shapes",
     "is_eval_only",
     "list_records",
+    "select_records",
     "split_of",
 ]
