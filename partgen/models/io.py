@@ -83,6 +83,30 @@ def load_config(directory: str | Path) -> dict:
     return cfg
 
 
+def find_model_folder(path: str | Path, hint: str = "") -> Path:
+    """The model folder (model.yaml + model.safetensors) a checkpoint argument names.
+
+    path: a model folder (a checkpoint step_XXXXXXX, a run's model/); a run folder (its model/,
+    the weights partgen-train ships, else its newest checkpoints/step_*); a checkpoints/ folder
+    (its newest step_*). FileNotFoundError says what is missing, then hint (how to make one).
+    """
+    path = Path(path)
+    if (path / CONFIG).is_file():
+        return path
+    if (path / "model" / CONFIG).is_file():
+        return path / "model"
+    for folder in (path / "checkpoints", path):
+        steps = sorted(p for p in folder.glob("step_*") if (p / CONFIG).is_file()) if folder.is_dir() else []
+        if steps:
+            return steps[-1]  # step_XXXXXXX: zero-padded, so the name order is the step order
+    tail = f"; {hint}" if hint else ""
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist{tail}")
+    raise FileNotFoundError(
+        f"checkpoint {path} holds no {CONFIG} + {WEIGHTS} (nor model/ or checkpoints/step_*/ with them){tail}"
+    )
+
+
 def load_model(
     directory: str | Path, map_location: str | torch.device = "cpu", weights: str = WEIGHTS
 ) -> torch.nn.Module:

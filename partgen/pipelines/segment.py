@@ -48,7 +48,7 @@ from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, MeshError, load_me
 from partgen.data_pipeline.samples import sample_surface
 from partgen.data_pipeline.taxonomy import CLASSES
 from partgen.eval.clustering import cluster_embeddings
-from partgen.models.io import CONFIG, WEIGHTS, load_model
+from partgen.models.io import CONFIG, WEIGHTS, find_model_folder, load_model
 from partgen.models.point_transformer import PointSegmenter
 from partgen.structures import Points, cu_seqlens_from_lengths
 
@@ -84,20 +84,7 @@ def resolve_checkpoint(path: str | Path | None) -> Path:
         if (BUNDLED / CONFIG).is_file():
             return BUNDLED
         raise FileNotFoundError(f"no segmenter checkpoint given and no bundled default at {BUNDLED}; {TRAIN_HINT}")
-    path = Path(path)
-    if (path / CONFIG).is_file():
-        return path
-    if (path / "model" / CONFIG).is_file():
-        return path / "model"
-    for folder in (path / "checkpoints", path):
-        steps = sorted(p for p in folder.glob("step_*") if (p / CONFIG).is_file()) if folder.is_dir() else []
-        if steps:
-            return steps[-1]  # step_XXXXXXX: zero-padded, so the name order is the step order
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; {TRAIN_HINT}")
-    raise FileNotFoundError(
-        f"checkpoint {path} holds no {CONFIG} + {WEIGHTS} (nor model/ or checkpoints/step_*/ with them); {TRAIN_HINT}"
-    )
+    return find_model_folder(path, TRAIN_HINT)
 
 
 def _training_points(folder: Path) -> int | None:
