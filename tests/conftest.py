@@ -1,8 +1,10 @@
 """Shared test helpers: seeds, thread counts, and where the shared data lives."""
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,3 +44,37 @@ def random_voxels(lengths, resolution=8, parts=3, channels=4, seed=0, dtype=torc
         part = torch.randint(0, parts, (n,), generator=g)
         items.append(SparseVoxels(feats, cu_seqlens_from_lengths([n]), coords, resolution, part))
     return SparseVoxels.collate(items).validate()
+
+
+def write_sphere(out, key, radius, seed, volume=True, icon=False):
+    """A fake annotated record of a sphere: samples.npz (sharp flags on the last 100), volume.npz with
+    exact signed distances, meta.json, optionally an icon (a disc of the sphere's size); its manifest row."""
+    rec = out / "records" / key
+    rec.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    normals = rng.normal(size=(600, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    sharp = np.zeros(600, bool)
+    sharp[500:] = True
+    np.savez(rec / "samples.npz", points=(radius * normals).astype(np.float32), normals=normals.astype(np.float32),
+             part=np.zeros(600, np.int16), sharp=sharp)  # fmt: skip
+    if volume:
+        uniform = rng.uniform(-0.55, 0.55, (400, 3))
+        near = radius * normals[:400] + rng.normal(size=(400, 3)) * 0.02
+        queries = np.concatenate([uniform, near])
+        sdf = np.linalg.norm(queries, axis=1) - radius
+        near_flag = np.r_[np.zeros(400, bool), np.ones(400, bool)]
+        np.savez(rec / "volume.npz", points=queries.astype(np.float32), sdf=sdf.astype(np.float32), near=near_flag)
+    if icon:
+        from PIL import Image
+
+        (rec / "icon").mkdir()
+        yy, xx = np.mgrid[:32, :32]
+        disc = (xx - 15.5) ** 2 + (yy - 15.5) ** 2 < (radius * 64) ** 2
+        rgba = np.zeros((32, 32, 4), np.uint8)
+        rgba[disc] = [200, 60, 60, 255]
+        Image.fromarray(rgba).save(rec / "icon" / "icon.png")
+    source = f"/cache/sweethome3d/libraries/default/models/{key}.obj"
+    meta = {"key": key, "source": source, "library": "default", "parts": {"names": ["body"], "flags": []}}
+    (rec / "meta.json").write_text(json.dumps(meta))
+    return {"key": key, "source": source, "status": "ok", "reason": "", "record": f"records/{key}"}

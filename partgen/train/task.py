@@ -10,6 +10,11 @@ Tasks are built by Hydra from `cfg.task` (a `_target_` inside partgen) and need 
         def training_step(self, model, batch) -> tuple[Tensor, dict[str, float]]: ...
         def evaluate(self, model) -> dict[str, float]: ...   # may return {}
 
+Optional: `def prepare(self, model) -> None`, called once with the bare model on its device before
+the optimiser, EMA and DDP are built (and before a resumed checkpoint is loaded over it): for state
+the task measures on its data and the model keeps, such as the latent statistics of
+partgen.train.tasks.layout. It must give every rank the same result.
+
 What each method can count on:
   * train_dataset is called once per process; the trainer shards it with a DistributedSampler
     (every rank sees 1/world_size of each epoch, in an order fixed by (seed, epoch)). Items whose

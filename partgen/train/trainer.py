@@ -257,6 +257,9 @@ class Trainer:
         self.full_config = full_config
         self.device = dist.device
         self.raw_model = model.to(self.device)
+        prepare = getattr(task, "prepare", None)
+        if prepare is not None:  # before the optimiser, EMA and DDP see the model (Task protocol)
+            prepare(self.raw_model)
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         self.optimizer = optimizer_factory(self.params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

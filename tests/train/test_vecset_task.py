@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_sphere
 from partgen.data_pipeline.datasets import RecordError, ShapeRecords
 from partgen.models.vecset_vae import VecSetVAE
 from partgen.train.tasks.vecset import VecSetTask
@@ -15,29 +16,6 @@ from partgen.train.tasks.vecset import VecSetTask
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
-
-
-def write_sphere(out, key, radius, seed, volume=True):
-    rec = out / "records" / key
-    rec.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    normals = rng.normal(size=(600, 3))
-    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
-    sharp = np.zeros(600, bool)
-    sharp[500:] = True
-    np.savez(rec / "samples.npz", points=(radius * normals).astype(np.float32), normals=normals.astype(np.float32),
-             part=np.zeros(600, np.int16), sharp=sharp)  # fmt: skip
-    if volume:
-        uniform = rng.uniform(-0.55, 0.55, (400, 3))
-        near = radius * normals[:400] + rng.normal(size=(400, 3)) * 0.02
-        queries = np.concatenate([uniform, near])
-        sdf = np.linalg.norm(queries, axis=1) - radius
-        near_flag = np.r_[np.zeros(400, bool), np.ones(400, bool)]
-        np.savez(rec / "volume.npz", points=queries.astype(np.float32), sdf=sdf.astype(np.float32), near=near_flag)
-    source = f"/cache/sweethome3d/libraries/default/models/{key}.obj"
-    meta = {"key": key, "source": source, "library": "default", "parts": {"names": ["body"], "flags": []}}
-    (rec / "meta.json").write_text(json.dumps(meta))
-    return {"key": key, "source": source, "status": "ok", "reason": "", "record": f"records/{key}"}
 
 
 @pytest.fixture

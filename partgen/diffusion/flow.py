@@ -1,0 +1,67 @@
+"""Rectified flow (flow matching on straight paths): training targets, timestep sampling, sampling.
+
+Legend: X any tensor of samples (rows of a varlen batch or a dense batch), t in [0, 1].
+
+Convention (Stable Diffusion 3, diffusers' FlowMatchEulerDiscreteScheduler): t = 0 is data, t = 1
+is noise, the path is x_t = (1 - t) x_0 + t eps and the model predicts the velocity v = eps - x_0.
+Training draws t from a logit-normal distribution (Esser et al. 2024: more weight mid-path).
+Sampling integrates from t = 1 to 0 with diffusers' scheduler (shift > 1 spends more steps near the
+noise end, as SD3 does for large inputs). Samplers take a callable velocity(x, t) -> v, never a
+model class (DESIGN.md); classifier-free guidance combines two such callables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def logit_normal_timesteps(
+    n: int, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
+    """(n,) float32 t = sigmoid(N(mean, std^2)) in (0, 1)."""
+    return torch.sigmoid(mean + std * torch.randn(n, generator=generator)).to(device)
+
+
+def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t and the velocity target for rows x0 (X), noise (X) and t broadcastable over rows ((X0,) or scalar)."""
+    if x0.shape != noise.shape:
+        raise ValueError(f"x0 {tuple(x0.shape)} and noise {tuple(noise.shape)} differ")
+    t = t.to(x0.dtype).reshape(t.shape + (1,) * (x0.dim() - t.dim()))
+    return (1.0 - t) * x0 + t * noise, noise - x0
+
+
+def guided(conditional: Velocity, unconditional: Velocity, scale: float) -> Velocity:
+    """Classifier-free guidance (Ho & Salimans 2022): v_u + scale (v_c - v_u); scale 1 is the conditional model."""
+    if scale == 1.0:
+        return conditional
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v_u = unconditional(x, t)
+        return v_u + scale * (conditional(x, t) - v_u)
+
+    return velocity
+
+
+@torch.no_grad()
+def sample(velocity: Velocity, noise: torch.Tensor, steps: int = 25, shift: float = 1.0) -> torch.Tensor:
+    """Integrate dx/dt = velocity(x, t) from noise at t = 1 to data at t = 0 with diffusers'
+    FlowMatchEulerDiscreteScheduler in `steps` steps; t reaches the callable as a 0-d float tensor."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    scheduler.set_timesteps(steps, device=noise.device)
+    x = noise
+    for timestep in scheduler.timesteps:
+        t = (timestep / scheduler.config.num_train_timesteps).to(torch.float32)
+        v = velocity(x, t)
+        x = scheduler.step(v, timestep, x).prev_sample
+    return x
+
+
+__all__ = ["guided", "interpolate", "logit_normal_timesteps", "sample"]

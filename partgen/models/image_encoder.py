@@ -1,0 +1,137 @@
+"""Image encoders for conditioning: images -> a sequence of tokens per image (flattened varlen).
+
+Legend: B images, H x W pixels, P patch side, T tokens per image, D width.
+
+    ViTEncoder     a small Vision Transformer trained from scratch with the generator (patches of
+                   P x P pixels, a learned position per patch, pre-norm blocks through partgen's
+                   attention). T = (H / P) (W / P). What the CPU configs use.
+    DinoV2Encoder  a frozen pretrained DINOv2 (Oquab et al. 2023) through `transformers`, read from a
+                   local folder (no hub at run time): its last hidden states (CLS + patches).
+
+load_image / image_tensor turn files into what the encoders read: RGB in [0, 1], (3, S, S), an
+alpha channel composited onto white (Sweet Home 3D icons and renders have one), greyscale
+expanded, the longest side fitted into S with the aspect ratio kept (padded with white).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from partgen.nn.blocks import TransformerBlock
+from partgen.structures import cu_seqlens_from_lengths, groups_from_cu_seqlens
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file and the reason."""
+
+
+def image_tensor(image, size: int, source: str = "image") -> torch.Tensor:
+    """A PIL image or an (H, W[, C]) uint8/float array -> (3, size, size) float32 RGB on white."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            if not np.isfinite(arr).all():
+                raise ImageError(f"{source}: pixel values hold NaN or inf")
+            arr = (np.clip(arr, 0.0, 1.0) * 255).round().astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise ImageError(f"{source}: expected (H, W), (H, W, 3) or (H, W, 4) pixels, got {arr.shape}")
+        image = Image.fromarray(arr)
+    if image.width == 0 or image.height == 0:
+        raise ImageError(f"{source}: the image is empty ({image.width} x {image.height})")
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(canvas, rgba).convert("RGB")
+    scale = size / max(rgb.size)
+    resized = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BICUBIC)
+    square = Image.new("RGB", (size, size), (255, 255, 255))
+    square.paste(resized, ((size - resized.width) // 2, (size - resized.height) // 2))
+    return torch.from_numpy(np.asarray(square, np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def load_image(path: str | Path, size: int) -> torch.Tensor:
+    """An image file -> (3, size, size) float32 (see image_tensor); ImageError names the file and the reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: the file is empty")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return image_tensor(im, size, str(path))
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ImageError(f"{path}: not a readable image ({' '.join(str(err).split())})") from None
+
+
+class ViTEncoder(nn.Module):
+    """(B, 3, S, S) images in [0, 1] -> ((B T, D) tokens, (B+1,) cu_seqlens). See the module docstring."""
+
+    def __init__(self, image_size: int = 128, patch_size: int = 16, width: int = 256, depth: int = 4, heads: int = 8):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+        self.image_size, self.patch_size, self.width = image_size, patch_size, width
+        self.num_tokens = (image_size // patch_size) ** 2
+        self.patch = nn.Conv2d(3, width, patch_size, stride=patch_size)
+        self.pos = nn.Parameter(torch.randn(self.num_tokens, width) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+
+    @property
+    def out_dim(self) -> int:
+        return self.width
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.dim() != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
+            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
+        b = images.shape[0]
+        x = self.patch((images - 0.5) / 0.5).flatten(2).transpose(1, 2) + self.pos  # (B, T, D)
+        x = x.reshape(b * self.num_tokens, self.width)
+        cu = cu_seqlens_from_lengths([self.num_tokens] * b, device=images.device)
+        groups = groups_from_cu_seqlens(cu)
+        for block in self.blocks:
+            x = block(x, groups)
+        return self.norm(x), cu
+
+
+class DinoV2Encoder(nn.Module):
+    """A frozen DINOv2 from a local folder (transformers' AutoModel): CLS + patch tokens of the last layer."""
+
+    def __init__(self, path: str, image_size: int = 224):
+        super().__init__()
+        try:
+            from transformers import AutoModel
+        except ImportError:
+            raise ImportError(
+                "DinoV2Encoder needs `transformers` (pip install transformers); the CPU configs use ViTEncoder"
+            ) from None
+        if not (Path(path) / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: no DINOv2 weights (config.json) there; download them first, offline")
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        self.image_size = image_size
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.nn.functional.interpolate(images, size=(self.image_size,) * 2, mode="bicubic", align_corners=False)
+        hidden = self.model(pixel_values=(x - self.mean) / self.std).last_hidden_state  # (B, T, D)
+        b, t, d = hidden.shape
+        return hidden.reshape(b * t, d), cu_seqlens_from_lengths([t] * b, device=images.device)
+
+
+__all__ = ["DinoV2Encoder", "ImageError", "ViTEncoder", "image_tensor", "load_image"]

@@ -1,0 +1,181 @@
+"""Stage-1 generator: a rectified-flow transformer over VecSet latents, conditioned on an image.
+
+Legend: B shapes, L latent tokens per shape (M = B L in all), C latent channels, D width,
+T image tokens per image.
+
+The denoised object is the VecSet VAE's set of L latent vectors (partgen.models.vecset_vae), so the
+transformer has no positional embedding on its tokens: permuting the set permutes the output.
+Each block (DiT, Peebles & Xie 2023) is adaLN-Zero modulated by the timestep: self-attention within
+a shape's set, cross-attention to that shape's image tokens, MLP. The image tokens come from an
+encoder inside the model (ViTEncoder trained with it, or a frozen DINOv2); for classifier-free
+guidance a learned null sequence stands in for the image of the shapes in `drop` (training drops
+a share of them; sampling runs both and mixes, partgen.diffusion.flow.guided).
+
+Latents are standardised before the flow sees them (latent_mean / latent_std, per channel, buffers
+saved with the weights: the training task measures them on the training set once) and
+un-standardised on the way out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from partgen.nn.blocks import FeedForward, MultiHeadAttention, sinusoidal_embedding
+from partgen.structures import PartGroups, batch_index, cu_seqlens_from_lengths, groups_from_cu_seqlens
+
+
+class AdaLNBlock(nn.Module):
+    """DiT block with adaLN-Zero: each sublayer's input is shifted and scaled, its output gated, by
+    the conditioning vector; the gates start at 0, so a fresh block is the identity."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.attn = MultiHeadAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.cross = MultiHeadAttention(dim, heads, context_dim=context_dim)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.mlp = FeedForward(dim, mlp_ratio)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor, groups: PartGroups, context: torch.Tensor, context_groups: PartGroups
+    ) -> torch.Tensor:
+        """x (M, D), cond (M, D) per token (its shape's timestep embedding), context (B T, D_ctx)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=1)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, groups)
+        x = x + self.cross(self.norm2(x), groups, context, context_groups)
+        return x + gate2 * self.mlp(self.norm3(x) * (1 + scale2) + shift2)
+
+
+class LayoutFlow(nn.Module):
+    """Velocity of the rectified flow over standardised VecSet latents (module docstring).
+
+    latent_channels: C of the VAE
+    width, depth, heads, mlp_ratio: of the transformer
+    image_encoder:   a module images (B, 3, S, S) -> ((B T, D_img) tokens, cu_seqlens) with out_dim
+    freq_channels:   sinusoidal channels of the timestep (t in [0, 1] scaled by 1000)
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        latent_channels: int = 16,
+        width: int = 256,
+        depth: int = 8,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        freq_channels: int = 256,
+    ):
+        super().__init__()
+        self.latent_channels, self.freq_channels = int(latent_channels), int(freq_channels)
+        self.image_encoder = image_encoder
+        ctx = int(image_encoder.out_dim)
+        self.null_image = nn.Parameter(torch.zeros(ctx))
+        self.context_norm = nn.LayerNorm(ctx)
+        self.proj_in = nn.Linear(latent_channels, width)
+        self.time = nn.Sequential(nn.Linear(freq_channels, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(AdaLNBlock(width, heads, ctx, mlp_ratio) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.proj_out = nn.Linear(width, latent_channels)
+        for layer in (self.ada_out[1], self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("latent_mean", torch.zeros(latent_channels))
+        self.register_buffer("latent_std", torch.ones(latent_channels))
+
+    # --- latent statistics --------------------------------------------------------------------------
+
+    def set_latent_stats(self, latents: torch.Tensor) -> None:
+        """Per-channel mean and std of (M, C) training latents (the flow then runs on standardised ones)."""
+        self.latent_mean.copy_(latents.float().mean(0))
+        self.latent_std.copy_(latents.float().std(0).clamp_min(1e-4))
+
+    def standardise(self, latents: torch.Tensor) -> torch.Tensor:
+        return (latents - self.latent_mean) / self.latent_std
+
+    def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.latent_std + self.latent_mean
+
+    # --- the velocity -------------------------------------------------------------------------------
+
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> normalised image tokens (B T, D_img) and their cu_seqlens."""
+        tokens, cu = self.image_encoder(images)
+        return self.context_norm(tokens), cu
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        t: torch.Tensor,
+        images: torch.Tensor | None = None,
+        drop: torch.Tensor | None = None,
+        context: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Velocity (M, C) at standardised latents x (M, C) of B shapes at times t (B,) in [0, 1].
+
+        images (B, 3, S, S), or context = encode_images(images) computed once (sampling reuses it);
+        drop (B,) bool: shapes that see the null image instead (classifier-free guidance).
+        """
+        if x.dim() != 2 or x.shape[1] != self.latent_channels:
+            raise ValueError(f"x must be (M, {self.latent_channels}), got {tuple(x.shape)}")
+        b = cu_seqlens.numel() - 1
+        t = t.reshape(-1).to(x.device, torch.float32).expand(b) if t.numel() == 1 else t.to(x.device, torch.float32)
+        if t.shape != (b,):
+            raise ValueError(f"t must hold one time per shape ({b}), got {tuple(t.shape)}")
+        if context is None:
+            if images is None:
+                raise ValueError("pass images or a precomputed context")
+            context = self.encode_images(images)
+        tokens, ctx_cu = context
+        if ctx_cu.numel() != cu_seqlens.numel():
+            raise ValueError(f"{ctx_cu.numel() - 1} images for {b} shapes")
+        if drop is not None and bool(drop.any()):
+            owner = batch_index(ctx_cu).to(tokens.device)  # (B T,) which image each token belongs to
+            tokens = torch.where(drop.to(tokens.device)[owner, None], self.context_norm(self.null_image)[None], tokens)
+        row_shape = batch_index(cu_seqlens).to(x.device)  # (M,)
+        cond = self.time(sinusoidal_embedding(t * 1000.0, self.freq_channels))[row_shape]  # (M, D)
+        groups, ctx_groups = groups_from_cu_seqlens(cu_seqlens), groups_from_cu_seqlens(ctx_cu)
+        h = self.proj_in(x)
+        for block in self.blocks:
+            h = block(h, cond, groups, tokens, ctx_groups)
+        shift, scale = self.ada_out(cond).chunk(2, dim=1)
+        return self.proj_out(self.norm_out(h) * (1 + scale) + shift)
+
+    # --- sampling -----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: torch.Tensor,
+        num_latents: int,
+        steps: int = 25,
+        guidance: float = 3.0,
+        shift: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """B images -> VAE latents (B L, C) (un-standardised) and their cu_seqlens, by Euler sampling."""
+        from partgen.diffusion.flow import guided, sample
+
+        b = images.shape[0]
+        cu = cu_seqlens_from_lengths([num_latents] * b, device=images.device)
+        context = self.encode_images(images)
+        keep = torch.zeros(b, dtype=torch.bool, device=images.device)
+        noise = torch.randn(b * num_latents, self.latent_channels, generator=generator).to(images.device)
+
+        def conditional(x, t):
+            return self(x, cu, t, context=context, drop=keep)
+
+        def unconditional(x, t):
+            return self(x, cu, t, context=context, drop=~keep)
+
+        x = sample(guided(conditional, unconditional, guidance), noise, steps=steps, shift=shift)
+        return self.unstandardise(x), cu
+
+
+__all__ = ["AdaLNBlock", "LayoutFlow"]

@@ -1,0 +1,215 @@
+"""Image-conditioned layout generation as a training task: the rectified flow of stage 1.
+
+Legend: B shapes, L latent tokens per shape, C latent channels.
+
+Pairs come from annotated records: the image is the record's Sweet Home 3D icon (icon/icon.png,
+the catalogue's own rendering, what a user would hand in) and the target is the shape's VecSet
+latent set from a trained, frozen VAE (`vae`: a layout_vae run). The latents (posterior mean and
+std of each shape) are computed once, when the data is first needed, from a fixed subset of
+`num_points` surface samples; each step draws a posterior sample, so the flow learns the VAE's
+latent distribution rather than one point of it.
+
+prepare(model) stores the per-channel mean and std of the training latents in the model
+(LayoutFlow.set_latent_stats) before the optimiser and EMA see it. Each step: t per shape from a
+logit-normal, x_t = (1 - t) x_0 + t eps on standardised latents, the model predicts eps - x_0 (MSE);
+a `drop_image` share of the shapes sees the null image (classifier-free guidance).
+
+evaluate, on the val split with a fixed noise and times t in {0.1, 0.3, 0.5, 0.7, 0.9}: loss (the
+flow-matching MSE with the image) and loss_null (with the null image). loss_null - loss > 0 says the
+model reads the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from partgen.data_pipeline.datasets import RecordError, ShapeRecords
+from partgen.diffusion.flow import interpolate, logit_normal_timesteps
+from partgen.models.image_encoder import ImageError, load_image
+from partgen.models.io import find_model_folder, load_model
+from partgen.models.vecset_vae import VecSetVAE
+from partgen.structures import cu_seqlens_from_lengths
+from partgen.train.distributed import unwrap
+
+VAE_HINT = "train the VAE first: partgen-train experiment=layout_vae hydra.run.dir=runs/layout_vae"
+EVAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class LatentImagePairs(torch.utils.data.Dataset):
+    """(posterior mean, std) of each shape's latents with its image; training items sample the posterior."""
+
+    def __init__(self, keys: list[str], mean: torch.Tensor, std: torch.Tensor, images: torch.Tensor, sample: bool):
+        self.keys, self.mean, self.std, self.images, self.sample = keys, mean, std, images, sample
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> dict:
+        z = self.mean[index]
+        if self.sample:
+            z = z + self.std[index] * torch.randn(z.shape)
+        return {"latents": z, "image": self.images[index].float() / 255.0, "key": self.keys[index]}
+
+
+def collate_pairs(items: list[dict]) -> dict:
+    return {
+        "latents": torch.cat([it["latents"] for it in items]),
+        "cu_seqlens": cu_seqlens_from_lengths([len(it["latents"]) for it in items]),
+        "images": torch.stack([it["image"] for it in items]),
+        "keys": [it["key"] for it in items],
+    }
+
+
+class LayoutFlowTask:
+    """Train a LayoutFlow on (icon, VAE latents) pairs (module docstring).
+
+    records:        partgen-annotate output folder(s) (with icons and volume samples)
+    vae:            a trained VecSet VAE: run folder, its model/ or a checkpoint step folder
+    image_size:     side of the square images the encoder reads
+    num_points:     surface samples each shape is encoded from (a fixed subset per shape)
+    val_fraction, seed: the split (the seeded hash of asset keys every partgen task uses)
+    drop_image:     share of training shapes that see the null image (classifier-free guidance)
+    t_mean, t_std:  of the logit-normal timestep distribution
+    eval_max_shapes, eval_batch_size: validation size
+    limit:          at most this many training shapes (the first by key)
+    """
+
+    def __init__(
+        self,
+        records,
+        vae: str,
+        image_size: int = 128,
+        num_points: int = 4096,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        drop_image: float = 0.1,
+        t_mean: float = 0.0,
+        t_std: float = 1.0,
+        eval_max_shapes: int = 32,
+        eval_batch_size: int = 8,
+        limit: int | None = None,
+    ):
+        if not 0.0 <= drop_image < 1.0:
+            raise ValueError(f"drop_image must lie in [0, 1), got {drop_image}")
+        self.records, self.vae_path = records, vae
+        self.image_size, self.num_points = int(image_size), int(num_points)
+        self.val_fraction, self.seed = float(val_fraction), int(seed)
+        self.drop_image, self.t_mean, self.t_std = float(drop_image), float(t_mean), float(t_std)
+        self.eval_max_shapes, self.eval_batch_size = int(eval_max_shapes), int(eval_batch_size)
+        self.limit = None if limit is None else int(limit)
+        self._vae: VecSetVAE | None = None
+        self._pairs: dict[str, LatentImagePairs] = {}
+
+    # --- data -------------------------------------------------------------------------------------
+
+    def vae(self) -> VecSetVAE:
+        if self._vae is None:
+            folder = find_model_folder(self.vae_path, VAE_HINT)
+            weights = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
+            model = load_model(folder, weights=weights)
+            if not isinstance(model, VecSetVAE):
+                raise ValueError(f"task.vae={self.vae_path}: {folder} holds a {type(model).__name__}, not a VecSetVAE")
+            self._vae = model.eval().requires_grad_(False)
+        return self._vae
+
+    @torch.no_grad()
+    def pairs(self, split: Literal["train", "val"]) -> LatentImagePairs:
+        if split in self._pairs:
+            return self._pairs[split]
+        ds = ShapeRecords(self.records, split=split, val_fraction=self.val_fraction, seed=self.seed)
+        count = len(ds) if split == "val" else len(ds) if self.limit is None else min(self.limit, len(ds))
+        if split == "val":
+            count = min(count, self.eval_max_shapes)
+        vae = self.vae()
+        keys, means, stds, images = [], [], [], []
+        for i in range(count):
+            ref = ds.records[i]
+            icon = Path(ref.path) / "icon" / "icon.png"
+            try:
+                image = load_image(icon, self.image_size)
+            except ImageError as err:
+                raise RecordError(f"record {ref.key}: {err} (annotate with icon_camera=typical)") from None
+            data = ds.load(i)
+            rng = np.random.default_rng([self.seed, i])
+            keep = rng.choice(len(data["points"]), min(self.num_points, len(data["points"])), replace=False)
+            post = vae.encode(
+                torch.from_numpy(data["points"][keep]).float(),
+                cu_seqlens_from_lengths([len(keep)]),
+                torch.from_numpy(data["normals"][keep]).float(),
+                torch.from_numpy(data["sharp"][keep].astype(bool)),
+            )
+            keys.append(ref.key)
+            means.append(post.mean)
+            stds.append(torch.exp(0.5 * post.logvar))
+            images.append((image * 255).round().to(torch.uint8))
+        if split == "train" and not keys:
+            raise ValueError(f"no training shape in {self.records}")
+        empty = torch.zeros(0, vae.num_latents, vae.latent_channels)
+        mean = torch.stack(means) if means else empty
+        std = torch.stack(stds) if stds else empty
+        img = torch.stack(images) if images else torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
+        self._pairs[split] = LatentImagePairs(keys, mean, std, img, sample=split == "train")
+        return self._pairs[split]
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        return self.pairs("train")
+
+    def collate(self, items: list) -> dict:
+        return collate_pairs(items)
+
+    def prepare(self, model: nn.Module) -> None:
+        """Standardise the flow's space with the training latents' per-channel statistics."""
+        train = self.pairs("train")
+        if model.latent_channels != train.mean.shape[-1]:
+            raise ValueError(
+                f"the flow has {model.latent_channels} latent channels, the VAE {train.mean.shape[-1]} "
+                f"(set model.latent_channels)"
+            )
+        model.set_latent_stats(train.mean.reshape(-1, train.mean.shape[-1]).to(model.latent_mean.device))
+
+    # --- objective --------------------------------------------------------------------------------
+
+    def _loss(self, model, batch: dict, t: torch.Tensor, noise: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        device = next(model.parameters()).device
+        flow = unwrap(model)
+        x0 = flow.standardise(batch["latents"].to(device))
+        cu = batch["cu_seqlens"].to(device)
+        rows = torch.repeat_interleave(t.to(device), (cu[1:] - cu[:-1]).long())
+        x_t, target = interpolate(x0, noise.to(device), rows)
+        v = model(x_t, cu, t.to(device), images=batch["images"].to(device), drop=drop.to(device))
+        return torch.mean((v.float() - target) ** 2)
+
+    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        b = len(batch["keys"])
+        t = logit_normal_timesteps(b, self.t_mean, self.t_std)
+        drop = torch.rand(b) < self.drop_image
+        noise = torch.randn(batch["latents"].shape)
+        loss = self._loss(model, batch, t, noise, drop)
+        return loss, {"dropped": float(drop.float().mean())}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        val = self.pairs("val")
+        if len(val) == 0:
+            return {}
+        g = torch.Generator().manual_seed(self.seed)
+        totals = {"loss": 0.0, "loss_null": 0.0}
+        count = 0
+        for start in range(0, len(val), self.eval_batch_size):
+            batch = collate_pairs([val[i] for i in range(start, min(start + self.eval_batch_size, len(val)))])
+            b = len(batch["keys"])
+            for t_value in EVAL_TIMES:
+                noise = torch.randn(batch["latents"].shape, generator=g)
+                t = torch.full((b,), t_value)
+                for name, drop in (("loss", False), ("loss_null", True)):
+                    totals[name] += float(self._loss(model, batch, t, noise, torch.full((b,), drop))) * b
+            count += b
+        return {name: value / (count * len(EVAL_TIMES)) for name, value in totals.items()}
+
+
+__all__ = ["LatentImagePairs", "LayoutFlowTask", "collate_pairs"]
