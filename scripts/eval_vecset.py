@@ -26,7 +26,7 @@ import torch
 
 from partgen.data_pipeline.datasets import ShapeRecords
 from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh, voxel_iou, voxel_recall
-from partgen.models.io import find_model_folder, load_model
+from partgen.models.io import load_trained
 from partgen.models.vecset_vae import VecSetVAE, extract_mesh, occupancy_to_voxels
 from partgen.structures import cu_seqlens_from_lengths
 
@@ -34,12 +34,7 @@ HINT = "train one with `partgen-train experiment=layout_vae hydra.run.dir=runs/l
 
 
 def load_vae(path: str) -> VecSetVAE:
-    folder = find_model_folder(path, HINT)
-    weights = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
-    model = load_model(folder, weights=weights)
-    if not isinstance(model, VecSetVAE):
-        raise ValueError(f"{folder} holds a {type(model).__name__}, not a VecSetVAE")
-    return model.eval().requires_grad_(False)
+    return load_trained(path, VecSetVAE, HINT)
 
 
 @torch.no_grad()

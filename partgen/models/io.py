@@ -123,3 +123,14 @@ def load_model(
         raise ValueError(f"{directory / CONFIG}: `_target_` {cfg['_target_']} did not build a torch module")
     model.load_state_dict(load_file(str(path), device=str(map_location)))
     return model.to(map_location)
+
+
+def load_trained(path: str | Path, cls: type | None = None, hint: str = "") -> torch.nn.Module:
+    """The model a checkpoint argument names (find_model_folder), EMA weights (ema.safetensors) when
+    the folder has them, in eval mode without gradients; cls: the class it must be (ValueError if not)."""
+    folder = find_model_folder(path, hint)
+    weights = "ema.safetensors" if (folder / "ema.safetensors").is_file() else WEIGHTS
+    model = load_model(folder, weights=weights)
+    if cls is not None and not isinstance(model, cls):
+        raise ValueError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
+    return model.eval().requires_grad_(False)

@@ -31,7 +31,7 @@ from torch import nn
 from partgen.data_pipeline.datasets import RecordError, ShapeRecords
 from partgen.diffusion.flow import interpolate, logit_normal_timesteps
 from partgen.models.image_encoder import ImageError, load_image
-from partgen.models.io import find_model_folder, load_model
+from partgen.models.io import load_trained
 from partgen.models.vecset_vae import VecSetVAE
 from partgen.structures import cu_seqlens_from_lengths
 from partgen.train.distributed import unwrap
@@ -109,12 +109,7 @@ class LayoutFlowTask:
 
     def vae(self) -> VecSetVAE:
         if self._vae is None:
-            folder = find_model_folder(self.vae_path, VAE_HINT)
-            weights = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
-            model = load_model(folder, weights=weights)
-            if not isinstance(model, VecSetVAE):
-                raise ValueError(f"task.vae={self.vae_path}: {folder} holds a {type(model).__name__}, not a VecSetVAE")
-            self._vae = model.eval().requires_grad_(False)
+            self._vae = load_trained(self.vae_path, VecSetVAE, VAE_HINT)
         return self._vae
 
     @torch.no_grad()
