@@ -51,7 +51,12 @@ def setup(tmp_path):
     rows = [write_sphere(tmp_path, f"default-{i:04d}-ball", 0.15 + 0.04 * i, i, icon=True) for i in range(8)]
     (tmp_path / "manifest-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     torch.manual_seed(0)
-    save_model(tmp_path / "vae", instantiate(VAE), VAE)
+    vae = instantiate(VAE)
+    with (
+        torch.no_grad()
+    ):  # a confident posterior (std ~ 0.007): the latents follow the shape, so the flow can learn them
+        vae.to_moments[1].bias[VAE["latent_channels"] :] = -10.0
+    save_model(tmp_path / "vae", vae, VAE)
     return tmp_path
 
 
@@ -68,18 +73,22 @@ def test_pairs_prepare_and_a_falling_loss(setup):
     torch.manual_seed(0)
     model = instantiate(FLOW)
     task.prepare(model)
-    assert torch.allclose(model.latent_mean, train.mean.reshape(-1, 4).mean(0))
+    samples = train.draw(4, 0).reshape(-1, 4)
+    assert torch.allclose(model.latent_mean, samples.mean(0)) and torch.allclose(model.latent_std, samples.std(0))
+    # standardised training latents have unit scale per channel
+    assert 0.8 < float(model.standardise(torch.cat([train[i]["latents"] for i in range(len(train))])).std()) < 1.2
     opt = torch.optim.AdamW(model.parameters(), 2e-3)
     losses = []
-    for step in range(60):
-        batch = task.collate([train[(3 * step + i) % len(train)] for i in range(3)])
+    batch = task.collate([train[i] for i in range(3)])
+    for _ in range(60):
+        torch.manual_seed(1)  # the same times, noise and dropped images each step: the loss must be fitted
         loss, logs = task.training_step(model, batch)
         assert torch.isfinite(loss) and 0.0 <= logs["dropped"] <= 1.0
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])
+    assert np.mean(losses[-5:]) < 0.3 * losses[0]
     metrics = task.evaluate(model.eval())
     assert set(metrics) == {"loss", "loss_null"} and all(np.isfinite(list(metrics.values())))
 
@@ -129,6 +138,7 @@ def test_partgen_train_runs_layout_flow_and_ships_the_statistics_with_the_ema_we
     summary = run(cfg)
     assert summary["step"] == 4
     shipped = load_model(tmp_path / "run" / "model")
-    stats = task_for(setup).train_dataset().mean.reshape(-1, 4)
+    fresh = instantiate(FLOW)
+    task_for(setup).prepare(fresh)
     # prepare() ran before the EMA copy was made: the exported EMA weights hold the exact statistics
-    assert torch.allclose(shipped.latent_mean, stats.mean(0)) and torch.allclose(shipped.latent_std, stats.std(0))
+    assert torch.equal(shipped.latent_mean, fresh.latent_mean) and torch.equal(shipped.latent_std, fresh.latent_std)

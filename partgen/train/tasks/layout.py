@@ -9,8 +9,9 @@ std of each shape) are computed once, when the data is first needed, from a fixe
 `num_points` surface samples; each step draws a posterior sample, so the flow learns the VAE's
 latent distribution rather than one point of it.
 
-prepare(model) stores the per-channel mean and std of the training latents in the model
-(LayoutFlow.set_latent_stats) before the optimiser and EMA see it. Each step: t per shape from a
+prepare(model) stores the per-channel mean and std of the training latents (4 posterior samples
+per shape: the distribution the flow models; the means alone under-state the channels the KL keeps
+near the prior) in the model (LayoutFlow.set_latent_stats) before the optimiser and EMA see it. Each step: t per shape from a
 logit-normal, x_t = (1 - t) x_0 + t eps on standardised latents, the model predicts eps - x_0 (MSE);
 a `drop_image` share of the shapes sees the null image (classifier-free guidance).
 
@@ -41,18 +42,39 @@ EVAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 class LatentImagePairs(torch.utils.data.Dataset):
-    """(posterior mean, std) of each shape's latents with its image; training items sample the posterior."""
+    """(posterior mean, std) of each shape's latents with its image. Items carry a posterior sample:
+    a fresh one each time in training, one fixed per shape (noise_seed) otherwise."""
 
-    def __init__(self, keys: list[str], mean: torch.Tensor, std: torch.Tensor, images: torch.Tensor, sample: bool):
+    def __init__(
+        self,
+        keys: list[str],
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        images: torch.Tensor,
+        sample: bool,
+        noise_seed: int = 0,
+    ):
         self.keys, self.mean, self.std, self.images, self.sample = keys, mean, std, images, sample
+        self.fixed = (
+            None
+            if sample
+            else mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(noise_seed))
+        )
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    def draw(self, count: int, seed: int) -> torch.Tensor:
+        """(count * len, L, C) posterior samples of every shape (seeded): the distribution the flow models."""
+        g = torch.Generator().manual_seed(seed)
+        return torch.cat([self.mean + self.std * torch.randn(self.mean.shape, generator=g) for _ in range(count)])
+
     def __getitem__(self, index: int) -> dict:
-        z = self.mean[index]
-        if self.sample:
-            z = z + self.std[index] * torch.randn(z.shape)
+        z = (
+            self.mean[index] + self.std[index] * torch.randn(self.mean[index].shape)
+            if self.sample
+            else self.fixed[index]
+        )
         return {"latents": z, "image": self.images[index].float() / 255.0, "key": self.keys[index]}
 
 
@@ -148,7 +170,7 @@ class LayoutFlowTask:
         mean = torch.stack(means) if means else empty
         std = torch.stack(stds) if stds else empty
         img = torch.stack(images) if images else torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
-        self._pairs[split] = LatentImagePairs(keys, mean, std, img, sample=split == "train")
+        self._pairs[split] = LatentImagePairs(keys, mean, std, img, sample=split == "train", noise_seed=self.seed)
         return self._pairs[split]
 
     def train_dataset(self) -> torch.utils.data.Dataset:
@@ -165,7 +187,8 @@ class LayoutFlowTask:
                 f"the flow has {model.latent_channels} latent channels, the VAE {train.mean.shape[-1]} "
                 f"(set model.latent_channels)"
             )
-        model.set_latent_stats(train.mean.reshape(-1, train.mean.shape[-1]).to(model.latent_mean.device))
+        samples = train.draw(4, self.seed)  # posterior samples, not means: channels the KL left near the prior
+        model.set_latent_stats(samples.reshape(-1, samples.shape[-1]).to(model.latent_mean.device))  # vary by ~1
 
     # --- objective --------------------------------------------------------------------------------
 
