@@ -21,34 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partgen.nn.blocks import FeedForward, MultiHeadAttention, sinusoidal_embedding
-from partgen.structures import PartGroups, batch_index, cu_seqlens_from_lengths, groups_from_cu_seqlens
-
-
-class AdaLNBlock(nn.Module):
-    """DiT block with adaLN-Zero: each sublayer's input is shifted and scaled, its output gated, by
-    the conditioning vector; the gates start at 0, so a fresh block is the identity."""
-
-    def __init__(self, dim: int, heads: int, context_dim: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.attn = MultiHeadAttention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.cross = MultiHeadAttention(dim, heads, context_dim=context_dim)
-        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.mlp = FeedForward(dim, mlp_ratio)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
-
-    def forward(
-        self, x: torch.Tensor, cond: torch.Tensor, groups: PartGroups, context: torch.Tensor, context_groups: PartGroups
-    ) -> torch.Tensor:
-        """x (M, D), cond (M, D) per token (its shape's timestep embedding), context (B T, D_ctx)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, groups)
-        x = x + self.cross(self.norm2(x), groups, context, context_groups)
-        return x + gate2 * self.mlp(self.norm3(x) * (1 + scale2) + shift2)
+from partgen.nn.blocks import AdaLNBlock, sinusoidal_embedding
+from partgen.structures import batch_index, cu_seqlens_from_lengths, groups_from_cu_seqlens
 
 
 class LayoutFlow(nn.Module):
@@ -178,4 +152,4 @@ class LayoutFlow(nn.Module):
         return self.unstandardise(x), cu
 
 
-__all__ = ["AdaLNBlock", "LayoutFlow"]
+__all__ = ["LayoutFlow"]

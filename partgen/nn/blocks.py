@@ -79,6 +79,50 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm3(x))
 
 
+class AdaLNBlock(nn.Module):
+    """DiT block (Peebles & Xie 2023) with adaLN-Zero: self-attention and MLP inputs are shifted and
+    scaled, their outputs gated, by a per-token conditioning vector (the gates start at 0, so a fresh
+    block is the identity); an optional cross-attention to a context sits between them.
+
+    forward(x (N, C), cond (N, C), groups, context, context_groups, cross_groups):
+        groups        the self-attention groups (part or global, per layer)
+        cross_groups  the query groups of the cross-attention (default: groups); its G groups
+                      attend to the G key groups of context_groups (e.g. each part to the image
+                      tokens its voxels project onto)
+    """
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.attn = MultiHeadAttention(dim, heads)
+        self.cross = None
+        if context_dim is not None:
+            self.norm2 = nn.LayerNorm(dim)
+            self.cross = MultiHeadAttention(dim, heads, context_dim=context_dim)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.mlp = FeedForward(dim, mlp_ratio)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        groups: PartGroups,
+        context: torch.Tensor | None = None,
+        context_groups: PartGroups | None = None,
+        cross_groups: PartGroups | None = None,
+    ) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=1)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, groups)
+        if self.cross is not None:
+            if context is None or context_groups is None:
+                raise ValueError("this block has cross-attention: pass context and context_groups")
+            x = x + self.cross(self.norm2(x), cross_groups or groups, context, context_groups)
+        return x + gate2 * self.mlp(self.norm3(x) * (1 + scale2) + shift2)
+
+
 def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """(N,) or (N, K) values -> (N, K * dim) sin/cos features, dim even per value column."""
     if dim % 2:
