@@ -2,6 +2,8 @@
 the same output under part and global schedules, per-part image tokens from a camera, gradients,
 determinism and save/load."""
 
+import json
+
 import pytest
 import torch
 
@@ -121,3 +123,23 @@ def test_gradients_determinism_null_image_and_save_load(tmp_path):
         model(x, torch.tensor(0.5))
     with pytest.raises(ValueError, match="one time per shape"):
         model(x, torch.rand(3), context=ctx)
+
+
+def test_bench_script_writes_the_ablation_json(tmp_path):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_part_dit", REPO_ROOT / "scripts" / "bench_part_dit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "dit.json"
+    args = "--tokens 96 --parts 4 --width 32 --depth 2 --heads 4 --steps 2 --repeats 1 --threads 1"
+    assert bench.main([*args.split(), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["tokens"] == 96 and result["parts"] == 4 and result["ideal_attention_speedup"] == 4.0
+    for name in ("global", "part"):
+        assert result[name]["fwd_ms"] > 0 and result[name]["sample_ms"] > 0
+    assert result["speedup_fwd"] == pytest.approx(result["global"]["fwd_ms"] / result["part"]["fwd_ms"], rel=1e-2)
+    assert bench.main([*args.split(), "--no-sample", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["speedup_sample"] is None
