@@ -11,6 +11,8 @@ Record of an asset: <output>/records/<key>/ with
     volume.npz    points (Q, 3) float32 (half uniform in the padded cube, half near the surface),
                   sdf (Q,) float32 signed distance, negative inside (winding number), near (Q,) bool
     mesh.npz      vertices (V, 3) float32 normalised, faces (F, 3) int32, face_part (F,) int16
+    sdf_blocks.npz  (block_subdiv > 0) values (N, s+1, s+1, s+1) float16: signed distance in voxel units
+                  at the corners of each voxel's s^3 sub-cells (voxels.npz order), stage 2's target
     renders/      (num_views > 0) NNN.png RGBA, NNN_part.png part id + 1, depth.npz, cameras.json
     icon/         (catalogue assets) icon.png and camera.json: the camera that renders the icon
                   in the normalised space, its view and the silhouette IoU it reaches
@@ -41,7 +43,7 @@ import numpy as np
 
 from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, MeshError, load_mesh, normalise
 from partgen.data_pipeline.parts import clean_parts, face_parts
-from partgen.data_pipeline.samples import sample_surface, sample_volume
+from partgen.data_pipeline.samples import block_sdf, sample_surface, sample_volume
 from partgen.data_pipeline.voxelize import voxelize_surface
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class AnnotateConfig:
     num_samples: int = 100_000
     num_sharp_samples: int = 20_000
     num_volume_samples: int = 32_768  # query points with signed distance (0: none)
+    block_subdiv: int = 0  # > 0: signed distance on each voxel's block_subdiv^3 sub-grid (sdf_blocks.npz)
     num_views: int = 0  # orbit renders with cameras (renders/), 0: none
     view_size: int = 256
     icon_camera: str = "typical"  # catalogue icons: "typical" view, "fit" to each icon (training libraries), "none"
@@ -154,6 +157,11 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
         if cfg.num_volume_samples:
             volume = sample_volume(vertices, mesh.faces, samples.points, cfg.num_volume_samples, seed=cfg.seed)
         timings["sample_s"] = time.perf_counter() - t
+        blocks = None
+        if cfg.block_subdiv:
+            t = time.perf_counter()
+            blocks = block_sdf(vertices, mesh.faces, vox.coords, cfg.resolution, cfg.block_subdiv)
+            timings["block_sdf_s"] = time.perf_counter() - t
 
         meta = {
             "key": asset.key,
@@ -192,6 +200,8 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
             )
             if volume is not None:
                 _save_npz(tmp / "volume.npz", points=volume.points, sdf=volume.sdf, near=volume.near)
+            if blocks is not None:
+                _save_npz(tmp / "sdf_blocks.npz", values=blocks.astype(np.float16), subdiv=np.int64(cfg.block_subdiv))
             t = time.perf_counter()
             if cfg.num_views:
                 _write_views(tmp, vertices, mesh.faces, face_clean, cfg)

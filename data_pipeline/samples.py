@@ -143,3 +143,37 @@ def sample_volume(
     is_near = np.zeros(num, bool)
     is_near[num_uniform:] = True
     return VolumeSamples(points.astype(np.float32), sdf.astype(np.float32), is_near)
+
+
+def block_sdf(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    coords: np.ndarray,
+    resolution: int,
+    subdiv: int = 4,
+    truncation: float = 2.0,
+) -> np.ndarray:
+    """Signed distance at the corners of each active voxel's subdiv^3 sub-cells (stage 2's target).
+
+    coords: (N, 3) voxel indices at `resolution`. Returns (N, s+1, s+1, s+1) float32 with s = subdiv:
+    value [n, a, b, c] is the signed distance (negative inside, winding number) at the point
+    -0.5 + (coords[n] * s + (a, b, c)) / (resolution * s), in units of one voxel, clipped to
+    [-truncation, truncation]. Corners shared by neighbouring voxels are computed once.
+    """
+    from partgen.data_pipeline.inside import signed_distance
+
+    coords = np.asarray(coords, np.int64).reshape(-1, 3)
+    if subdiv < 1 or truncation <= 0:
+        raise ValueError(f"need subdiv >= 1 and truncation > 0, got {subdiv}, {truncation}")
+    s = int(subdiv)
+    if len(coords) == 0:
+        return np.zeros((0, s + 1, s + 1, s + 1), np.float32)
+    fine = resolution * s
+    offsets = np.stack(np.meshgrid(*(np.arange(s + 1),) * 3, indexing="ij"), -1).reshape(-1, 3)  # (K, 3)
+    corners = coords[:, None, :] * s + offsets[None]  # (N, K, 3) fine corner indices
+    keys = (corners[..., 0] * (fine + 1) + corners[..., 1]) * (fine + 1) + corners[..., 2]
+    unique, inverse = np.unique(keys.ravel(), return_inverse=True)
+    idx = np.stack([unique // (fine + 1) ** 2, unique // (fine + 1) % (fine + 1), unique % (fine + 1)], 1)
+    sdf = signed_distance(vertices, faces, -0.5 + idx / fine) * resolution
+    values = np.clip(sdf, -truncation, truncation)[inverse].reshape(len(coords), s + 1, s + 1, s + 1)
+    return values.astype(np.float32)

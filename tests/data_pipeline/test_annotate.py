@@ -91,7 +91,22 @@ def test_geometric_parts_follow_the_table_pieces(tmp_path):
     rec = next((tmp_path / "out" / "records").iterdir())
     meta = json.loads((rec / "meta.json").read_text())
     assert meta["parts"]["from"] == "geometric" and len(meta["parts"]["names"]) == 5  # top and 4 legs
-    assert not (rec / "volume.npz").exists()
+    assert not (rec / "volume.npz").exists() and not (rec / "sdf_blocks.npz").exists()
+
+
+def test_block_subdiv_writes_the_stage_2_sdf_blocks(tmp_path):
+    src = tmp_path / "one"
+    src.mkdir()
+    table_obj(src / "table.obj")
+    cfg = AnnotateConfig(resolution=16, num_samples=500, num_sharp_samples=0, num_volume_samples=0, block_subdiv=4)
+    assert run(list_assets(str(src)), tmp_path / "out", cfg, progress=False)["ok"] == 1
+    rec = next((tmp_path / "out" / "records").iterdir())
+    blocks = np.load(rec / "sdf_blocks.npz")
+    coords = np.load(rec / "voxels.npz")["coords"]
+    assert blocks["values"].shape == (len(coords), 5, 5, 5) and int(blocks["subdiv"]) == 4
+    flat = blocks["values"].reshape(len(coords), -1).astype(np.float32)
+    assert ((flat < 0).any(1) & (flat > 0).any(1)).mean() > 0.8  # surface voxels straddle the surface
+    assert "block_sdf_s" in json.loads((rec / "meta.json").read_text())["timings"]
 
 
 def test_rerun_skips_done_work_and_retries_failures_on_request(tmp_path):

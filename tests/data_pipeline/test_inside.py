@@ -227,3 +227,24 @@ def test_bad_parameters_name_the_problem():
         winding_number(v, f, q, order=4)
     with pytest.raises(ValueError, match="truncation must be > 0"):
         signed_distance(v, f, q, truncation=0.0)
+
+
+def test_block_sdf_gives_each_voxel_its_sub_grid_of_signed_distances():
+    from partgen.data_pipeline.samples import block_sdf
+    from partgen.data_pipeline.voxelize import voxelize_surface
+
+    r, res, s = 0.3, 16, 4
+    v, f = sphere(subdivisions=4, radius=r)
+    coords = voxelize_surface(v, f, res).coords
+    values = block_sdf(v, f, coords, res, subdiv=s)
+    assert values.shape == (len(coords), s + 1, s + 1, s + 1) and values.dtype == np.float32
+    offsets = np.stack(np.meshgrid(*(np.arange(s + 1),) * 3, indexing="ij"), -1)
+    points = -0.5 + (coords[:, None, None, None, :] * s + offsets) / (res * s)
+    truth = np.clip((np.linalg.norm(points, axis=-1) - r) * res, -2.0, 2.0)  # voxel units
+    np.testing.assert_allclose(values, truth, atol=3e-3 * res)  # the polyhedron's gap, in voxel units
+    # a voxel the surface crosses has both signs among its corners; shared corners agree exactly
+    crossed = (values.reshape(len(coords), -1) < 0).any(1) & (values.reshape(len(coords), -1) > 0).any(1)
+    assert crossed.mean() > 0.9
+    key = {tuple(c): i for i, c in enumerate(coords.tolist())}
+    pairs = [(i, key[(a + 1, b, c)]) for i, (a, b, c) in enumerate(coords.tolist()) if (a + 1, b, c) in key]
+    assert pairs and all(np.array_equal(values[i, -1], values[j, 0]) for i, j in pairs)
