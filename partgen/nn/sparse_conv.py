@@ -12,7 +12,9 @@ Known spconv 2.3.8 faults on CPU, handled here:
     torch: the stream getter is patched to return 0 when CUDA is absent;
   * its CPU kernels give wrong results when torch runs more than one thread: every spconv
     call (forward and backward) runs with one torch thread, and the caller's count is
-    restored afterwards.
+    restored afterwards;
+  * in eval mode it fuses the bias into a kernel its CPU build does not have: on CPU the
+    layers run spconv's training path (bias added after the conv; nothing else differs).
 spconv tensors never leave this module; neighbour maps live in SparseVoxels.cache.
 """
 
@@ -97,8 +99,17 @@ def _run_spconv(
     x = spconv.SparseConvTensor(feats, indices, [resolution] * 3, batch_size)
     x.indice_dict = pairs
     ctx = _torch_threads(1) if on_cpu else contextlib.nullcontext()
+    # in eval mode spconv fuses the bias into its kernel, which its CPU build refuses ("cpu don't
+    # support act and bias"); its training path adds the bias after the conv, same result
+    evaluating = on_cpu and not module.training
     with ctx:
-        out = module(x)
+        if evaluating:
+            module.train()
+        try:
+            out = module(x)
+        finally:
+            if evaluating:
+                module.eval()
     out_feats = out.features
     if on_cpu and out_feats.requires_grad:
         out_feats = _SetThreadsInBackward.apply(out_feats, 1)  # backward: one thread for spconv

@@ -117,3 +117,14 @@ def test_inverse_without_matching_down_conv_raises():
 def test_channel_mismatch_raises():
     with pytest.raises(ValueError, match="expects 3 input channels"):
         SubMConv3d(3, 4)(voxels())
+
+
+def test_eval_mode_on_cpu_gives_the_training_mode_result():
+    # spconv fuses the bias in eval mode, which its CPU build refuses; partgen runs its training path
+    x = random_voxels([30], resolution=8, channels=4, seed=5)
+    conv = SubMConv3d(4, 6, 3)
+    with torch.no_grad():
+        train_out = conv(x).feats
+        conv.eval()
+        eval_out = conv(x).feats
+    assert torch.equal(train_out, eval_out) and not conv.training and not conv.conv.training
