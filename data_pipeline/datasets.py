@@ -31,7 +31,7 @@ import torch
 from partgen.data_pipeline.annotate import read_manifest
 from partgen.data_pipeline.sweethome3d import EVAL_LIBRARIES
 from partgen.data_pipeline.taxonomy import IGNORE, semantic_class
-from partgen.structures import Points, cu_seqlens_from_lengths
+from partgen.structures import Points, SparseVoxels, cu_seqlens_from_lengths
 
 Split = Literal["train", "val", "all", "eval"]
 
@@ -435,7 +435,74 @@ def collate_shapes(batch: Sequence[dict]) -> ShapeBatch:
     )
 
 
+class BlockRecords(torch.utils.data.Dataset):
+    """Annotated records as stage-2 items: the active voxels with their sub-grid signed distances.
+
+    root_or_manifests, split, val_fraction, seed, statuses: as PartRecords (the same split of keys)
+    max_voxels: shapes with more active voxels are left out of training (memory); None keeps all
+    Item: SparseVoxels of one shape (batch index 0): feats (N, (s+1)^3) float32 corner values in voxel
+    units, coords, resolution, part (N,) int64; and its key. Records need sdf_blocks.npz
+    (partgen-annotate block_subdiv > 0).
+    """
+
+    def __init__(
+        self,
+        root_or_manifests: str | Path | Sequence[str | Path],
+        split: Split = "train",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        max_voxels: int | None = None,
+        statuses: Sequence[str] = ("ok",),
+    ):
+        if split not in ("train", "val", "all", "eval"):
+            raise ValueError(f"split must be train, val, all or eval, got {split!r}")
+        refs = select_records(root_or_manifests, split, val_fraction, seed, statuses)
+        if max_voxels is not None:
+            refs = [ref for ref in refs if _voxel_count(ref) <= max_voxels]
+        self.records = refs
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def keys(self) -> list[str]:
+        return [ref.key for ref in self.records]
+
+    def __getitem__(self, index: int) -> tuple[SparseVoxels, str]:
+        ref = self.records[index]
+        meta = json.loads((ref.path / "meta.json").read_text())
+        try:
+            with np.load(ref.path / "voxels.npz") as z:
+                coords, part = z["coords"].astype(np.int64), z["part"].astype(np.int64)
+            with np.load(ref.path / "sdf_blocks.npz") as z:
+                values = z["values"].astype(np.float32)
+        except FileNotFoundError as err:
+            hint = " (annotate with block_subdiv=4)" if "sdf_blocks" in str(err) else ""
+            raise RecordError(f"record {ref.key}: {Path(err.filename).name} is missing{hint}") from None
+        except Exception as err:
+            raise RecordError(f"record {ref.key}: unreadable voxels or blocks ({err!r})") from None
+        n = len(coords)
+        if n == 0 or values.shape[0] != n or values.ndim != 4 or not np.isfinite(values).all():
+            raise RecordError(f"record {ref.key}: {n} voxels but blocks of shape {values.shape} (or NaN)")
+        voxels = SparseVoxels(
+            feats=torch.from_numpy(values.reshape(n, -1)),
+            cu_seqlens=cu_seqlens_from_lengths([n]),
+            coords=torch.from_numpy(np.concatenate([np.zeros((n, 1), np.int64), coords], 1).astype(np.int32)),
+            resolution=int(meta.get("resolution", 0)),
+            part=torch.from_numpy(part),
+        )
+        return voxels, ref.key
+
+
+def _voxel_count(ref: RecordRef) -> int:
+    try:
+        return int(json.loads((ref.path / "meta.json").read_text())["counts"]["voxels"])
+    except (KeyError, ValueError, OSError):
+        return 0
+
+
 __all__ = [
+    "BlockRecords",
     "IGNORE",
     "PartRecords",
     "PointBatch",
