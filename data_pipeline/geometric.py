@@ -116,7 +116,7 @@ def shape_diameter(vertices: np.ndarray, faces: np.ndarray, rays: int = 24, cone
     n = -normals
     helper = np.where(np.abs(n[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
     t1 = np.cross(n, helper)
-    t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
+    t1 /= np.maximum(np.linalg.norm(t1, axis=1, keepdims=True), 1e-30)  # zero-area faces: no direction, no hit
     t2 = np.cross(n, t1)
     dirs = (
         local[None, :, 0, None] * t1[:, None]

@@ -64,7 +64,7 @@ class VecSetTask:
         seed: int = 0,
         shell: float = 1.0 / 128,
         truncation: float = 0.05,
-        kl_weight: float = 1e-3,
+        kl_weight: float = 1e-4,
         eval_max_shapes: int = 32,
         eval_queries: int = 8192,
         eval_batch_size: int = 4,
