@@ -54,6 +54,7 @@ from partgen.structures import Points, cu_seqlens_from_lengths
 
 APP = "partgen-segment"
 EMA_WEIGHTS = "ema.safetensors"
+TRAIN_CONFIG = "train_config.yaml"  # the training run's composed config, kept beside bundled weights
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "segmenter"
 DEFAULT_POINTS_PER_PASS = 4096
 CLOUD_FORMATS = (".xyz", ".txt", ".pts", ".npy")
@@ -89,8 +90,8 @@ def resolve_checkpoint(path: str | Path | None) -> Path:
 
 def _training_points(folder: Path) -> int | None:
     """task.num_points of the run a model folder comes from, if it can be found: the folder's
-    trainer.json (a checkpoint), the newest checkpoint's of its run (a run's model/), or the run's
-    Hydra config (.hydra/config.yaml)."""
+    trainer.json (a checkpoint) or train_config.yaml (the bundled model keeps its run's config),
+    the newest checkpoint's of its run (a run's model/), or the run's Hydra config (.hydra/config.yaml)."""
     folder = folder.resolve()
     if folder.parent.name == "checkpoints":
         run = folder.parent.parent
@@ -98,7 +99,7 @@ def _training_points(folder: Path) -> int | None:
         run = folder.parent
     else:
         run = None
-    candidates = [folder / "trainer.json"]
+    candidates = [folder / "trainer.json", folder / TRAIN_CONFIG]
     if run is not None:
         steps = sorted((run / "checkpoints").glob("step_*"))
         candidates += [steps[-1] / "trainer.json"] if steps else []

@@ -211,3 +211,16 @@ def test_mesh_parts_graph_keeps_parts_connected_and_cluster_is_the_alternative(c
         Segmenter.from_checkpoint(checkpoint, device="cpu", mesh_parts="magic")
     labels, _ = learned_face_parts(mesh.vertices, mesh.faces, 2, checkpoint=str(checkpoint), mesh_parts="cluster")
     assert np.asarray(labels).shape == (len(mesh.faces),)
+
+
+def test_the_bundled_segmenter_ships_loads_and_cuts_a_mesh():
+    folder = segment.resolve_checkpoint(None)
+    assert folder == segment.BUNDLED
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    assert {"model.safetensors", "model.yaml"} <= set(files) and sum(files.values()) < 10 * 2**20
+    seg = Segmenter.from_checkpoint(None, device="cpu")
+    assert seg.points_per_pass == 2048  # the density it was trained at (its run's config beside the weights)
+    mesh = two_boxes()
+    labels, names = learned_face_parts(mesh.vertices, mesh.faces, 2)  # parts.method=learned's default
+    labels = np.asarray(labels)
+    assert labels.shape == (len(mesh.faces),) and len(names) == 2 and len(np.unique(labels)) == 2
