@@ -31,7 +31,7 @@ import torch
 
 from partgen.diffusion.flow import sample
 from partgen.models.part_dit import PartDiT
-from partgen.nn.attention import default_backend
+from partgen.nn.attention import AttentionInputs, select_backend
 from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
 
 
@@ -56,6 +56,15 @@ def open_gates(model: PartDiT, seed: int) -> None:
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and not module.weight.abs().sum():
                 module.weight.copy_(torch.randn(module.weight.shape, generator=g) * 0.02)
+
+
+def _backend(x: SparseVoxels, heads: int, width: int, scope: str) -> str:
+    """The attention backend partgen picks for this input's self-attention of one scope."""
+    from partgen.structures import groups_from_cu_seqlens
+
+    groups = x.part_groups() if scope == "part" else groups_from_cu_seqlens(x.cu_seqlens)
+    probe = torch.zeros(len(x.feats), heads, width // heads)
+    return select_backend(AttentionInputs(probe, probe, probe, groups, groups, (width // heads) ** -0.5)).name
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -131,7 +140,9 @@ def main(argv=None) -> int:
         "heads": args.heads,
         "steps": None if args.no_sample else args.steps,
         "threads": torch.get_num_threads(),
-        "attention_backend": args.backend or default_backend(),
+        "attention_backend": {
+            name: _backend(x, args.heads, args.width, scope) for name, scope in (("part", "part"), ("global", "global"))
+        },
         "ideal_attention_speedup": round(args.tokens**2 / sum(n * n for n in x.part.bincount().tolist()), 3),
     }
     print(
