@@ -169,7 +169,33 @@ def augment_points(
     return out.astype(np.float32), normals
 
 
-class PartRecords(torch.utils.data.Dataset):
+class RecordDataset(torch.utils.data.Dataset):
+    """The records of one split (select_records) and what every record dataset shares: len, keys,
+    and a per-item random generator (fresh in training, fixed by (seed, key) otherwise)."""
+
+    def __init__(self, root_or_manifests, split: Split, val_fraction: float, seed: int, statuses: Sequence[str]):
+        if split not in ("train", "val", "all", "eval"):
+            raise ValueError(f"split must be train, val, all or eval, got {split!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.split, self.val_fraction, self.seed = split, val_fraction, seed
+        self.records: list[RecordRef] = select_records(root_or_manifests, split, val_fraction, seed, statuses)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def keys(self) -> list[str]:
+        return [ref.key for ref in self.records]
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.split == "train":
+            # torch's generator: seeded by torch.manual_seed, and per worker by the DataLoader
+            return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        return np.random.default_rng([self.seed, zlib.crc32(self.records[index].key.encode())])
+
+
+class PartRecords(RecordDataset):
     """Annotated records as per-point training items.
 
     root_or_manifests: an annotation output folder (its manifest-*.jsonl), a manifest file, or a list of them
@@ -199,35 +225,15 @@ class PartRecords(torch.utils.data.Dataset):
         augment: bool | None = None,
         statuses: Sequence[str] = ("ok",),
     ):
-        if split not in ("train", "val", "all", "eval"):
-            raise ValueError(f"split must be train, val, all or eval, got {split!r}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if num_points is not None and num_points < 1:
             raise ValueError(f"num_points must be positive or None, got {num_points}")
         augment = split == "train" if augment is None else augment
         if augment and split != "train":
             raise ValueError(f"augmentation is for training only, not split={split!r}")
-        self.split, self.val_fraction, self.seed = split, val_fraction, seed
+        super().__init__(root_or_manifests, split, val_fraction, seed, statuses)
         self.num_points, self.with_normals, self.augment = num_points, with_normals, augment
-
-        refs = select_records(root_or_manifests, split, val_fraction, seed, statuses)
-        self.records: list[RecordRef] = refs
         # part id -> semantic class, per record
-        self._semantic = [np.array([semantic_class(n) for n in ref.part_names], dtype=np.int64) for ref in refs]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def keys(self) -> list[str]:
-        return [ref.key for ref in self.records]
-
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.split == "train":
-            # torch's generator: seeded by torch.manual_seed, and per worker by the DataLoader
-            return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        return np.random.default_rng([self.seed, zlib.crc32(self.records[index].key.encode())])
+        self._semantic = [np.array([semantic_class(n) for n in ref.part_names], dtype=np.int64) for ref in self.records]
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         """The record's full surface samples, checked: points, normals (S, 3) float32, part (S,) int64."""
@@ -311,7 +317,7 @@ def collate_points(batch: Sequence[dict]) -> PointBatch:
     return PointBatch(points, semantic, [item["key"] for item in batch])
 
 
-class ShapeRecords(torch.utils.data.Dataset):
+class ShapeRecords(RecordDataset):
     """Annotated records as shape-autoencoding items: surface samples in, volume queries to predict.
 
     root_or_manifests, split, val_fraction, seed, statuses: as PartRecords (the same split of keys)
@@ -335,28 +341,13 @@ class ShapeRecords(torch.utils.data.Dataset):
         near_fraction: float = 0.5,
         statuses: Sequence[str] = ("ok",),
     ):
-        if split not in ("train", "val", "all", "eval"):
-            raise ValueError(f"split must be train, val, all or eval, got {split!r}")
         if num_points < 1 or num_queries < 1 or not 0.0 <= near_fraction <= 1.0:
             raise ValueError(
                 f"need num_points, num_queries >= 1 and near_fraction in [0, 1], got {num_points}, "
                 f"{num_queries}, {near_fraction}"
             )
-        self.split, self.seed = split, seed
+        super().__init__(root_or_manifests, split, val_fraction, seed, statuses)
         self.num_points, self.num_queries, self.near_fraction = int(num_points), int(num_queries), float(near_fraction)
-        self.records = select_records(root_or_manifests, split, val_fraction, seed, statuses)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def keys(self) -> list[str]:
-        return [ref.key for ref in self.records]
-
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.split == "train":
-            return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        return np.random.default_rng([self.seed, zlib.crc32(self.records[index].key.encode())])
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         """Every surface sample and volume query of the record, checked."""
@@ -435,7 +426,7 @@ def collate_shapes(batch: Sequence[dict]) -> ShapeBatch:
     )
 
 
-class BlockRecords(torch.utils.data.Dataset):
+class BlockRecords(RecordDataset):
     """Annotated records as stage-2 items: the active voxels with their sub-grid signed distances.
 
     root_or_manifests, split, val_fraction, seed, statuses: as PartRecords (the same split of keys)
@@ -454,19 +445,9 @@ class BlockRecords(torch.utils.data.Dataset):
         max_voxels: int | None = None,
         statuses: Sequence[str] = ("ok",),
     ):
-        if split not in ("train", "val", "all", "eval"):
-            raise ValueError(f"split must be train, val, all or eval, got {split!r}")
-        refs = select_records(root_or_manifests, split, val_fraction, seed, statuses)
+        super().__init__(root_or_manifests, split, val_fraction, seed, statuses)
         if max_voxels is not None:
-            refs = [ref for ref in refs if _voxel_count(ref) <= max_voxels]
-        self.records = refs
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def keys(self) -> list[str]:
-        return [ref.key for ref in self.records]
+            self.records = [ref for ref in self.records if _voxel_count(ref) <= max_voxels]
 
     def __getitem__(self, index: int) -> tuple[SparseVoxels, str]:
         ref = self.records[index]
@@ -503,6 +484,7 @@ def _voxel_count(ref: RecordRef) -> int:
 
 __all__ = [
     "BlockRecords",
+    "RecordDataset",
     "IGNORE",
     "PartRecords",
     "PointBatch",
