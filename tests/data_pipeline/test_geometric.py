@@ -162,14 +162,17 @@ def test_eval_psb_script_prints_the_table_and_writes_json(tmp_path):
         assert row["parts"] == row["parts_asked"]
 
 
-def test_eval_psb_learned_without_a_checkpoint_fails_in_one_line(tmp_path):
+def test_eval_psb_learned_with_a_missing_checkpoint_fails_in_one_line(tmp_path):
+    # without --checkpoint the bundled segmenter runs (tests/pipelines covers it); a wrong path must
+    # stop before any mesh is read, in one line that names it
     data = require_shared("psb-dev.tar.gz")
     script = str(REPO_ROOT / "scripts" / "eval_psb.py")
-    args = [sys.executable, script, "--method", "learned", "--data", str(data), "--limit", "1"]
+    missing = tmp_path / "no_such_run"
+    args = [sys.executable, script, "--method", "learned", "--data", str(data), "--checkpoint", str(missing)]
     res = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("eval_psb:") and "checkpoint" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("eval_psb:") and str(missing) in lines[0]
 
 
 def flat_grid(n=16):
