@@ -139,9 +139,8 @@ class LayoutFlowTask:
         if split in self._pairs:
             return self._pairs[split]
         ds = ShapeRecords(self.records, split=split, val_fraction=self.val_fraction, seed=self.seed)
-        count = len(ds) if split == "val" else len(ds) if self.limit is None else min(self.limit, len(ds))
-        if split == "val":
-            count = min(count, self.eval_max_shapes)
+        cap = self.eval_max_shapes if split == "val" else self.limit
+        count = len(ds) if cap is None else min(cap, len(ds))
         vae = self.vae()
         keys, means, stds, images = [], [], [], []
         for i in range(count):
