@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partgen.nn.blocks import AdaLNBlock, sinusoidal_embedding
+from partgen.nn.blocks import AdaLNBlock, AdaLNOutput, TimestepEmbedding
 from partgen.structures import batch_index, cu_seqlens_from_lengths, groups_from_cu_seqlens
 
 
@@ -45,20 +45,15 @@ class LayoutFlow(nn.Module):
         freq_channels: int = 256,
     ):
         super().__init__()
-        self.latent_channels, self.freq_channels = int(latent_channels), int(freq_channels)
+        self.latent_channels = int(latent_channels)
         self.image_encoder = image_encoder
         ctx = int(image_encoder.out_dim)
         self.null_image = nn.Parameter(torch.zeros(ctx))
         self.context_norm = nn.LayerNorm(ctx)
         self.proj_in = nn.Linear(latent_channels, width)
-        self.time = nn.Sequential(nn.Linear(freq_channels, width), nn.SiLU(), nn.Linear(width, width))
+        self.time = TimestepEmbedding(width, freq_channels)
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, ctx, mlp_ratio) for _ in range(depth))
-        self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
-        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.proj_out = nn.Linear(width, latent_channels)
-        for layer in (self.ada_out[1], self.proj_out):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        self.out = AdaLNOutput(width, latent_channels)
         self.register_buffer("latent_mean", torch.zeros(latent_channels))
         self.register_buffer("latent_std", torch.ones(latent_channels))
 
@@ -113,13 +108,12 @@ class LayoutFlow(nn.Module):
             owner = batch_index(ctx_cu).to(tokens.device)  # (B T,) which image each token belongs to
             tokens = torch.where(drop.to(tokens.device)[owner, None], self.context_norm(self.null_image)[None], tokens)
         row_shape = batch_index(cu_seqlens).to(x.device)  # (M,)
-        cond = self.time(sinusoidal_embedding(t * 1000.0, self.freq_channels))[row_shape]  # (M, D)
+        cond = self.time(t)[row_shape]  # (M, D)
         groups, ctx_groups = groups_from_cu_seqlens(cu_seqlens), groups_from_cu_seqlens(ctx_cu)
         h = self.proj_in(x)
         for block in self.blocks:
             h = block(h, cond, groups, tokens, ctx_groups)
-        shift, scale = self.ada_out(cond).chunk(2, dim=1)
-        return self.proj_out(self.norm_out(h) * (1 + scale) + shift)
+        return self.out(h, cond)
 
     # --- sampling -----------------------------------------------------------------------------------
 

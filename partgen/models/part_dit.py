@@ -25,7 +25,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from partgen.nn.blocks import AdaLNBlock, AttentionScope, resolve_schedule, sinusoidal_embedding
+from partgen.nn.blocks import (
+    AdaLNBlock,
+    AdaLNOutput,
+    AttentionScope,
+    TimestepEmbedding,
+    resolve_schedule,
+    sinusoidal_embedding,
+)
 from partgen.structures import (
     PartGroups,
     SparseVoxels,
@@ -118,19 +125,14 @@ class PartDiT(nn.Module):
         freq_channels: int = 256,
     ):
         super().__init__()
-        self.in_channels, self.pos_channels, self.freq_channels = int(in_channels), int(pos_channels), freq_channels
+        self.in_channels, self.pos_channels = int(in_channels), int(pos_channels)
         self.schedule = resolve_schedule(schedule, depth)
         self.proj_in = nn.Linear(in_channels + 3 * pos_channels, width)
         self.part_embed = nn.Embedding(num_part_embeddings, width) if num_part_embeddings > 0 else None
-        self.time = nn.Sequential(nn.Linear(freq_channels, width), nn.SiLU(), nn.Linear(width, width))
+        self.time = TimestepEmbedding(width, freq_channels)
         self.null_image = nn.Parameter(torch.zeros(context_dim)) if context_dim else None
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, context_dim, mlp_ratio) for _ in range(depth))
-        self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
-        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.proj_out = nn.Linear(width, in_channels)
-        for layer in (self.ada_out[1], self.proj_out):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        self.out = AdaLNOutput(width, in_channels)
 
     def forward(
         self,
@@ -162,7 +164,7 @@ class PartDiT(nn.Module):
         h = self.proj_in(torch.cat([x.feats, pos], 1))
         if self.part_embed is not None and x.part is not None:
             h = h + self.part_embed(x.part % self.part_embed.num_embeddings)
-        cond = self.time(sinusoidal_embedding(t * 1000.0, self.freq_channels))[x.batch_index()]
+        cond = self.time(t)[x.batch_index()]
         tokens = None
         if self.null_image is not None:
             if context is None:
@@ -177,8 +179,7 @@ class PartDiT(nn.Module):
                 context_groups = part_image_groups(x, part, ctx_cu, None, 1)
         for block, scope in zip(self.blocks, scopes, strict=True):
             h = block(h, cond, groups[scope], tokens, context_groups, cross_groups=part)
-        shift, scale = self.ada_out(cond).chunk(2, dim=1)
-        return self.proj_out(self.norm_out(h) * (1 + scale) + shift)
+        return self.out(h, cond)
 
 
 __all__ = ["PartDiT", "part_image_groups"]

@@ -133,6 +133,36 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 100
     return torch.cat([angles.sin(), angles.cos()], -1).flatten(1)
 
 
+class TimestepEmbedding(nn.Module):
+    """(B,) flow times t in [0, 1] -> (B, D): sinusoidal features of 1000 t, then an MLP (DiT)."""
+
+    def __init__(self, dim: int, freq_channels: int = 256):
+        super().__init__()
+        self.freq_channels = int(freq_channels)
+        self.mlp = nn.Sequential(nn.Linear(freq_channels, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_embedding(t * 1000.0, self.freq_channels))
+
+
+class AdaLNOutput(nn.Module):
+    """DiT's last layer: LayerNorm shifted and scaled by the conditioning, then a linear map; both
+    the modulation and the map start at 0, so a fresh model predicts 0."""
+
+    def __init__(self, dim: int, out_channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.proj = nn.Linear(dim, out_channels)
+        for layer in (self.ada[1], self.proj):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(cond).chunk(2, dim=1)
+        return self.proj(self.norm(h) * (1 + scale) + shift)
+
+
 def resolve_schedule(
     schedule: AttentionScope | Literal["alternate"] | list[AttentionScope], depth: int
 ) -> list[AttentionScope]:
