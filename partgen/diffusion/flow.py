@@ -47,9 +47,12 @@ def guided(conditional: Velocity, unconditional: Velocity, scale: float) -> Velo
 
 
 @torch.no_grad()
-def sample(velocity: Velocity, noise: torch.Tensor, steps: int = 25, shift: float = 1.0) -> torch.Tensor:
+def sample(
+    velocity: Velocity, noise: torch.Tensor, steps: int = 25, shift: float = 1.0, progress: str | None = None
+) -> torch.Tensor:
     """Integrate dx/dt = velocity(x, t) from noise at t = 1 to data at t = 0 with diffusers'
-    FlowMatchEulerDiscreteScheduler in `steps` steps; t reaches the callable as a 0-d float tensor."""
+    FlowMatchEulerDiscreteScheduler in `steps` steps; t reaches the callable as a 0-d float tensor.
+    progress: show a progress bar over the steps with this label (None: quiet)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if steps < 1:
@@ -57,11 +60,37 @@ def sample(velocity: Velocity, noise: torch.Tensor, steps: int = 25, shift: floa
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     scheduler.set_timesteps(steps, device=noise.device)
     x = noise
-    for timestep in scheduler.timesteps:
+    timesteps = scheduler.timesteps
+    if progress is not None:
+        from tqdm.auto import tqdm
+
+        timesteps = tqdm(timesteps, desc=progress, unit="step", leave=False)
+    for timestep in timesteps:
         t = (timestep / scheduler.config.num_train_timesteps).to(torch.float32)
         v = velocity(x, t)
         x = scheduler.step(v, timestep, x).prev_sample
     return x
 
 
-__all__ = ["guided", "interpolate", "logit_normal_timesteps", "sample"]
+class LatentStatistics:
+    """Mixin for flow models over a VAE's latents: per-channel mean and std buffers (saved with the
+    weights; the training task measures them on the training set once, before the optimiser and EMA
+    see the model) so the flow runs on standardised latents and hands back un-standardised ones."""
+
+    def _init_latent_statistics(self, channels: int) -> None:
+        self.register_buffer("latent_mean", torch.zeros(channels))
+        self.register_buffer("latent_std", torch.ones(channels))
+
+    def set_latent_stats(self, latents: torch.Tensor) -> None:
+        """Per-channel mean and std of (M, C) training latents."""
+        self.latent_mean.copy_(latents.float().mean(0))
+        self.latent_std.copy_(latents.float().std(0).clamp_min(1e-4))
+
+    def standardise(self, latents: torch.Tensor) -> torch.Tensor:
+        return (latents - self.latent_mean) / self.latent_std
+
+    def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.latent_std + self.latent_mean
+
+
+__all__ = ["LatentStatistics", "guided", "interpolate", "logit_normal_timesteps", "sample"]

@@ -11,8 +11,12 @@ encoder inside the model (ViTEncoder trained with it, or a frozen DINOv2); for c
 guidance a learned null sequence stands in for the image of the shapes in `drop` (training drops
 a share of them; sampling runs both and mixes, partgen.diffusion.flow.guided).
 
-Latents are standardised before the flow sees them (latent_mean / latent_std, per channel, buffers
-saved with the weights: the training task measures them on the training set once) and
+Besides the cross-attention, the mean of the image tokens joins the timestep in the adaLN
+conditioning (pooled_image), a short path from the image to every block (cf. TRELLIS, SD3's
+pooled text embedding).
+
+Latents are standardised before the flow sees them (partgen.diffusion.flow.LatentStatistics:
+per-channel buffers saved with the weights, measured on the training set once) and
 un-standardised on the way out.
 """
 
@@ -21,17 +25,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partgen.nn.blocks import AdaLNBlock, AdaLNOutput, TimestepEmbedding
+from partgen.diffusion.flow import LatentStatistics
+from partgen.nn.blocks import AdaLNBlock, AdaLNOutput, TimestepEmbedding, pooled_context
 from partgen.structures import batch_index, cu_seqlens_from_lengths, groups_from_cu_seqlens
 
 
-class LayoutFlow(nn.Module):
+class LayoutFlow(LatentStatistics, nn.Module):
     """Velocity of the rectified flow over standardised VecSet latents (module docstring).
 
     latent_channels: C of the VAE
     width, depth, heads, mlp_ratio: of the transformer
     image_encoder:   a module images (B, 3, S, S) -> ((B T, D_img) tokens, cu_seqlens) with out_dim
     freq_channels:   sinusoidal channels of the timestep (t in [0, 1] scaled by 1000)
+    pooled_image:    add a projection of the mean image token to the adaLN conditioning
     """
 
     def __init__(
@@ -43,6 +49,7 @@ class LayoutFlow(nn.Module):
         heads: int = 8,
         mlp_ratio: float = 4.0,
         freq_channels: int = 256,
+        pooled_image: bool = True,
     ):
         super().__init__()
         self.latent_channels = int(latent_channels)
@@ -52,23 +59,10 @@ class LayoutFlow(nn.Module):
         self.context_norm = nn.LayerNorm(ctx)
         self.proj_in = nn.Linear(latent_channels, width)
         self.time = TimestepEmbedding(width, freq_channels)
+        self.image_pool = nn.Linear(ctx, width) if pooled_image else None
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, ctx, mlp_ratio) for _ in range(depth))
         self.out = AdaLNOutput(width, latent_channels)
-        self.register_buffer("latent_mean", torch.zeros(latent_channels))
-        self.register_buffer("latent_std", torch.ones(latent_channels))
-
-    # --- latent statistics --------------------------------------------------------------------------
-
-    def set_latent_stats(self, latents: torch.Tensor) -> None:
-        """Per-channel mean and std of (M, C) training latents (the flow then runs on standardised ones)."""
-        self.latent_mean.copy_(latents.float().mean(0))
-        self.latent_std.copy_(latents.float().std(0).clamp_min(1e-4))
-
-    def standardise(self, latents: torch.Tensor) -> torch.Tensor:
-        return (latents - self.latent_mean) / self.latent_std
-
-    def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.latent_std + self.latent_mean
+        self._init_latent_statistics(latent_channels)
 
     # --- the velocity -------------------------------------------------------------------------------
 
@@ -108,7 +102,10 @@ class LayoutFlow(nn.Module):
             owner = batch_index(ctx_cu).to(tokens.device)  # (B T,) which image each token belongs to
             tokens = torch.where(drop.to(tokens.device)[owner, None], self.context_norm(self.null_image)[None], tokens)
         row_shape = batch_index(cu_seqlens).to(x.device)  # (M,)
-        cond = self.time(t)[row_shape]  # (M, D)
+        cond = self.time(t)
+        if self.image_pool is not None:
+            cond = cond + self.image_pool(pooled_context(tokens, ctx_cu))
+        cond = cond[row_shape]  # (M, D)
         groups, ctx_groups = groups_from_cu_seqlens(cu_seqlens), groups_from_cu_seqlens(ctx_cu)
         h = self.proj_in(x)
         for block in self.blocks:
@@ -126,6 +123,7 @@ class LayoutFlow(nn.Module):
         guidance: float = 3.0,
         shift: float = 1.0,
         generator: torch.Generator | None = None,
+        progress: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """B images -> VAE latents (B L, C) (un-standardised) and their cu_seqlens, by Euler sampling."""
         from partgen.diffusion.flow import guided, sample
@@ -142,7 +140,7 @@ class LayoutFlow(nn.Module):
         def unconditional(x, t):
             return self(x, cu, t, context=context, drop=~keep)
 
-        x = sample(guided(conditional, unconditional, guidance), noise, steps=steps, shift=shift)
+        x = sample(guided(conditional, unconditional, guidance), noise, steps=steps, shift=shift, progress=progress)
         return self.unstandardise(x), cu
 
 

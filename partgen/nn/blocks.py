@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from partgen.nn.attention import attention
-from partgen.structures import PartGroups, SparseVoxels, groups_from_cu_seqlens
+from partgen.structures import PartGroups, SparseVoxels, batch_index, groups_from_cu_seqlens
 
 AttentionScope = Literal["part", "global"]
 
@@ -131,6 +131,17 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 100
     freqs = torch.exp(-math.log(max_period) * torch.arange(dim // 2, device=values.device) / (dim // 2))
     angles = values * freqs  # (N, K, dim/2)
     return torch.cat([angles.sin(), angles.cos()], -1).flatten(1)
+
+
+def pooled_context(tokens: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """(B T, D) varlen tokens -> (B, D) the mean token of each sequence."""
+    b = cu_seqlens.numel() - 1
+    owner = batch_index(cu_seqlens).to(tokens.device)
+    counts = (cu_seqlens[1:] - cu_seqlens[:-1]).to(tokens.device, tokens.dtype).clamp_min(1)
+    return (
+        torch.zeros(b, tokens.shape[1], dtype=tokens.dtype, device=tokens.device).index_add_(0, owner, tokens)
+        / counts[:, None]
+    )
 
 
 class TimestepEmbedding(nn.Module):

@@ -139,6 +139,14 @@ def test_partgen_train_runs_layout_flow_and_ships_the_statistics_with_the_ema_we
     assert summary["step"] == 4
     shipped = load_model(tmp_path / "run" / "model")
     fresh = instantiate(FLOW)
-    task_for(setup).prepare(fresh)
+    task_for(setup, posterior=cfg.task.posterior).prepare(fresh)  # the experiment's posterior (means)
     # prepare() ran before the EMA copy was made: the exported EMA weights hold the exact statistics
     assert torch.equal(shipped.latent_mean, fresh.latent_mean) and torch.equal(shipped.latent_std, fresh.latent_std)
+
+
+def test_posterior_means_are_fixed_targets(setup):
+    task = task_for(setup, posterior="mean")
+    train = task.train_dataset()
+    assert torch.equal(train[0]["latents"], train[0]["latents"]) and torch.equal(train[0]["latents"], train.mean[0])
+    with pytest.raises(ValueError, match="posterior"):
+        task_for(setup, posterior="mode")

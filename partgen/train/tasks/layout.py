@@ -6,8 +6,11 @@ Pairs come from annotated records: the image is the record's Sweet Home 3D icon 
 the catalogue's own rendering, what a user would hand in) and the target is the shape's VecSet
 latent set from a trained, frozen VAE (`vae`: a layout_vae run). The latents (posterior mean and
 std of each shape) are computed once, when the data is first needed, from a fixed subset of
-`num_points` surface samples; each step draws a posterior sample, so the flow learns the VAE's
-latent distribution rather than one point of it.
+`num_points` surface samples. With posterior="sample" each step draws a posterior sample (the
+flow learns the VAE's latent distribution); with posterior="mean" (the CPU config's) the flow
+learns the posterior means: where the KL weight is small the posterior variance can exceed the
+spread of the means across shapes (measured on the layout_vae run: 0.5-4.9 against 0.1-2.9 per
+channel), and the samples are then mostly noise no image can predict.
 
 prepare(model) stores the per-channel mean and std of the training latents (4 posterior samples
 per shape: the distribution the flow models; the means alone under-state the channels the KL keeps
@@ -97,6 +100,7 @@ class LayoutFlowTask:
     val_fraction, seed: the split (the seeded hash of asset keys every partgen task uses)
     drop_image:     share of training shapes that see the null image (classifier-free guidance)
     t_mean, t_std:  of the logit-normal timestep distribution
+    posterior:      "sample" (a posterior sample per step) or "mean" (the posterior means)
     eval_max_shapes, eval_batch_size: validation size
     limit:          at most this many training shapes (the first by key)
     """
@@ -112,12 +116,16 @@ class LayoutFlowTask:
         drop_image: float = 0.1,
         t_mean: float = 0.0,
         t_std: float = 1.0,
+        posterior: Literal["sample", "mean"] = "sample",
         eval_max_shapes: int = 32,
         eval_batch_size: int = 8,
         limit: int | None = None,
     ):
         if not 0.0 <= drop_image < 1.0:
             raise ValueError(f"drop_image must lie in [0, 1), got {drop_image}")
+        if posterior not in ("sample", "mean"):
+            raise ValueError(f"posterior must be 'sample' or 'mean', got {posterior!r}")
+        self.posterior = posterior
         self.records, self.vae_path = records, vae
         self.image_size, self.num_points = int(image_size), int(num_points)
         self.val_fraction, self.seed = float(val_fraction), int(seed)
@@ -161,7 +169,7 @@ class LayoutFlowTask:
             )
             keys.append(ref.key)
             means.append(post.mean)
-            stds.append(torch.exp(0.5 * post.logvar))
+            stds.append(torch.exp(0.5 * post.logvar) if self.posterior == "sample" else torch.zeros_like(post.mean))
             images.append((image * 255).round().to(torch.uint8))
         if split == "train" and not keys:
             raise ValueError(f"no training shape in {self.records}")
