@@ -172,6 +172,11 @@ class Camera:
             x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
         return self.fx * x + self.skew * y + self.cx, self.fy * y + self.cy, p[:, 2]
 
+    def normalised_projection(self) -> np.ndarray:
+        """(3, 4) float64 P = diag(1/W, 1/H, 1) K [R | t]: world points (homogeneous) to (u/W, v/H) in
+        [0, 1] x [0, 1] after division by the third row (the depth); what part_image_groups reads."""
+        return np.diag([1.0 / self.width, 1.0 / self.height, 1.0]) @ self.K @ self.world_to_camera[:3]
+
     def scaled(self, k: float) -> Camera:
         """The same camera with k times the pixels per side (exact: pixel edges sit on integers)."""
         return Camera(

@@ -91,6 +91,11 @@ class ViTEncoder(nn.Module):
     def out_dim(self) -> int:
         return self.width
 
+    @property
+    def patch_grid(self) -> int:
+        """Patches per image side (the tokens are the row-major patches)."""
+        return self.image_size // self.patch_size
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if images.dim() != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
             raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
@@ -125,6 +130,11 @@ class DinoV2Encoder(nn.Module):
     @property
     def out_dim(self) -> int:
         return int(self.model.config.hidden_size)
+
+    @property
+    def patch_grid(self) -> int:
+        """Patches per image side (the tokens are CLS, then the row-major patches)."""
+        return self.image_size // int(self.model.config.patch_size)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

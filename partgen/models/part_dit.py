@@ -16,6 +16,13 @@ block (partgen.nn.blocks.AdaLNBlock) conditioned on the timestep:
     MLP.
 The output is the velocity of the rectified flow (partgen.diffusion.flow) per voxel. A null image
 (learned) stands in for dropped conditions (classifier-free guidance), as in the layout flow.
+
+With an image_encoder inside (ViTEncoder trained with the model, or a frozen DINOv2), forward reads
+images (B, 3, S, S) and cameras (B, 3, 4) itself (what training under DDP and sampling use), the
+mean image token joins the timestep in the adaLN conditioning (pooled_image), and the model
+standardises its latents with statistics measured on the training set (LatentStatistics);
+`generate` samples the latents of given voxels and parts for an image. Without an encoder it reads
+precomputed context tokens of width context_dim (the ablation benchmark).
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ from typing import Literal
 import torch
 from torch import nn
 
+from partgen.diffusion.flow import LatentStatistics
 from partgen.nn.blocks import (
     AdaLNBlock,
     AdaLNOutput,
     AttentionScope,
     TimestepEmbedding,
+    pooled_context,
     resolve_schedule,
     sinusoidal_embedding,
 )
@@ -99,13 +108,17 @@ def part_image_groups(
     return groups_from_mask(visible)
 
 
-class PartDiT(nn.Module):
+class PartDiT(LatentStatistics, nn.Module):
     """Velocity of the rectified flow over per-voxel latents (module docstring).
 
     in_channels:         C, latent channels per voxel (the SLat VAE's)
     width, depth, heads, mlp_ratio: of the transformer
     schedule:            self-attention scope per layer: "part" | "global" | "alternate" | list
-    context_dim:         width of the image tokens (None: unconditional)
+    context_dim:         width of precomputed image tokens (None: unconditional, or image_encoder's)
+    image_encoder:       a module images -> (tokens, cu_seqlens) with out_dim and patch_grid
+    pooled_image:        with an image encoder, add a projection of the mean image token to the adaLN
+                         conditioning
+    footprint_dilation:  patches each part's image footprint grows by (part_image_groups)
     pos_channels:        sinusoidal channels per axis of the voxel position
     num_part_embeddings: > 0 adds a learned embedding of part ids (mod this many)
     freq_channels:       sinusoidal channels of the timestep
@@ -123,9 +136,19 @@ class PartDiT(nn.Module):
         pos_channels: int = 16,
         num_part_embeddings: int = 0,
         freq_channels: int = 256,
+        image_encoder: nn.Module | None = None,
+        pooled_image: bool = True,
+        footprint_dilation: int = 1,
     ):
         super().__init__()
         self.in_channels, self.pos_channels = int(in_channels), int(pos_channels)
+        self.image_encoder = image_encoder
+        self.footprint_dilation = int(footprint_dilation)
+        if image_encoder is not None:
+            context_dim = int(image_encoder.out_dim)
+            self.context_norm = nn.LayerNorm(context_dim)
+        self.image_pool = nn.Linear(context_dim, width) if image_encoder is not None and pooled_image else None
+        self._init_latent_statistics(in_channels)
         self.schedule = resolve_schedule(schedule, depth)
         self.proj_in = nn.Linear(in_channels + 3 * pos_channels, width)
         self.part_embed = nn.Embedding(num_part_embeddings, width) if num_part_embeddings > 0 else None
@@ -142,13 +165,18 @@ class PartDiT(nn.Module):
         context_groups: PartGroups | None = None,
         drop: torch.Tensor | None = None,
         schedule: list[AttentionScope] | str | None = None,
+        images: torch.Tensor | None = None,
+        cameras: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Velocity (N, C) for noisy latents x.feats (N, C) at times t (B,) (or one for all).
 
         context:        (image tokens (B T, D_ctx), their (B+1,) cu_seqlens), or None
-        context_groups: the tokens each part group sees (part_image_groups); None: all of its image
+        context_groups: the tokens each part group sees (part_image_groups); None: all of its image,
+                        or, with cameras, the patches its voxels project onto
         drop:           (B,) bool shapes that see the null image instead
         schedule:       override the layer scopes (the same weights run part or global attention)
+        images:         (B, 3, S, S) in [0, 1], read by the model's image_encoder (instead of context)
+        cameras:        (B, 3, 4) normalised projections of the images (part_image_groups), or None
         """
         if x.feats.dim() != 2 or x.feats.shape[1] != self.in_channels:
             raise ValueError(f"feats must be (N, {self.in_channels}), got {tuple(x.feats.shape)}")
@@ -164,11 +192,13 @@ class PartDiT(nn.Module):
         h = self.proj_in(torch.cat([x.feats, pos], 1))
         if self.part_embed is not None and x.part is not None:
             h = h + self.part_embed(x.part % self.part_embed.num_embeddings)
-        cond = self.time(t)[x.batch_index()]
+        cond = self.time(t)
         tokens = None
         if self.null_image is not None:
+            if context is None and images is not None and self.image_encoder is not None:
+                context = self.encode_images(images)
             if context is None:
-                raise ValueError("this model reads an image: pass context")
+                raise ValueError("this model reads an image: pass images (or context)")
             tokens, ctx_cu = context
             if ctx_cu.numel() != b + 1:
                 raise ValueError(f"{ctx_cu.numel() - 1} images for {b} shapes")
@@ -176,10 +206,58 @@ class PartDiT(nn.Module):
                 owner = batch_index(ctx_cu).to(tokens.device)
                 tokens = torch.where(drop.to(tokens.device)[owner, None], self.null_image[None], tokens)
             if context_groups is None:
-                context_groups = part_image_groups(x, part, ctx_cu, None, 1)
+                grid = self.image_encoder.patch_grid if self.image_encoder is not None else 1
+                cams = cameras if self.image_encoder is not None else None
+                context_groups = part_image_groups(x, part, ctx_cu, cams, grid, self.footprint_dilation)
+            if self.image_pool is not None:
+                cond = cond + self.image_pool(pooled_context(tokens, ctx_cu))
+        cond = cond[x.batch_index()]
         for block, scope in zip(self.blocks, scopes, strict=True):
             h = block(h, cond, groups[scope], tokens, context_groups, cross_groups=part)
         return self.out(h, cond)
+
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> normalised image tokens (B T, D_ctx) and their cu_seqlens."""
+        if self.image_encoder is None:
+            raise ValueError("this PartDiT has no image encoder: pass context tokens")
+        tokens, cu = self.image_encoder(images)
+        return self.context_norm(tokens), cu
+
+    @torch.no_grad()
+    def generate(
+        self,
+        voxels: SparseVoxels,
+        images: torch.Tensor,
+        cameras: torch.Tensor | None = None,
+        steps: int = 25,
+        guidance: float = 3.0,
+        shift: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: str | None = None,
+        schedule: list[AttentionScope] | str | None = None,
+    ) -> torch.Tensor:
+        """Latents (N, C) (un-standardised) of voxels (coords and part; feats are ignored) for B images,
+        by Euler sampling with classifier-free guidance; schedule overrides the layer scopes."""
+        from partgen.diffusion.flow import guided, sample
+
+        b = voxels.batch_size
+        context = self.encode_images(images)
+        part = voxels.part_groups()
+        grid = self.image_encoder.patch_grid
+        context_groups = part_image_groups(voxels, part, context[1], cameras, grid, self.footprint_dilation)
+        keep = torch.zeros(b, dtype=torch.bool, device=images.device)
+        noise = torch.randn(len(voxels), self.in_channels, generator=generator).to(images.device)
+
+        def velocity(drop):
+            def v(x, t):
+                return self(voxels.replace(feats=x), t, context, context_groups, drop=drop, schedule=schedule)
+
+            return v
+
+        x = sample(
+            guided(velocity(keep), velocity(~keep), guidance), noise, steps=steps, shift=shift, progress=progress
+        )
+        return self.unstandardise(x)
 
 
 __all__ = ["PartDiT", "part_image_groups"]

@@ -119,7 +119,7 @@ def test_gradients_determinism_null_image_and_save_load(tmp_path):
     save_model(tmp_path / "dit", model, CONFIG)
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "dit").eval()(x, torch.tensor([0.3, 0.6]), context=ctx), a)
-    with pytest.raises(ValueError, match="pass context"):
+    with pytest.raises(ValueError, match="pass images"):
         model(x, torch.tensor(0.5))
     with pytest.raises(ValueError, match="one time per shape"):
         model(x, torch.rand(3), context=ctx)
