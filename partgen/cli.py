@@ -97,7 +97,11 @@ def _train(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="generate")
 def _generate(cfg: DictConfig) -> None:
-    _not_built("partgen-generate", "image -> mesh generation", "issues #6, #7, #8")
+    from partgen.pipelines.generate import main
+
+    code = main(cfg)
+    if code:
+        sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="segment")

@@ -70,8 +70,11 @@ class LayoutGenerator:
         return int(self.flow.image_encoder.image_size)
 
     @torch.no_grad()
-    def __call__(self, image: torch.Tensor, seed: int = 0, num_latents: int | None = None) -> Layout:
-        """image (3, S, S) in [0, 1] (partgen.models.image_encoder.load_image) -> Layout."""
+    def __call__(
+        self, image: torch.Tensor, seed: int = 0, num_latents: int | None = None, progress: str | None = None
+    ) -> Layout:
+        """image (3, S, S) in [0, 1] (partgen.models.image_encoder.load_image) -> Layout; progress: a
+        label for a progress bar over the sampling steps (None: quiet)."""
         if image.shape != (3, self.image_size, self.image_size):
             raise ValueError(f"image must be (3, {self.image_size}, {self.image_size}), got {tuple(image.shape)}")
         times = {}
@@ -83,6 +86,7 @@ class LayoutGenerator:
             guidance=self.guidance,
             shift=self.shift,
             generator=torch.Generator().manual_seed(seed),
+            progress=progress,
         )
         times["flow_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()

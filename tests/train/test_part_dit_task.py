@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_slat_task import RES, SUB, write_ball
+from test_slat_task import SUB, write_ball
 
 from partgen.data_pipeline.datasets import RecordError
 from partgen.data_pipeline.render import orbit_cameras, render
