@@ -1,0 +1,163 @@
+"""partgen-generate with the bundled model set (partgen/assets/generator): the files it writes and
+what they hold, images it accepts (RGB, RGBA, greyscale) and refuses (one line, exit 1, nothing
+written), model sets that are incomplete or name classes outside partgen, and the pieces
+(voxel parts, the icon camera, decimation)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from omegaconf import OmegaConf
+from PIL import Image
+
+from partgen.pipelines.generate import (
+    DEFAULT_MODELS,
+    STAGES,
+    PartGenerator,
+    icon_projection,
+    main,
+    merge_small_parts,
+    resolve_models,
+    simplify,
+    split_large_parts,
+    unique_names,
+    voxel_parts,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
+TRAINING_ICON = sorted(p for p in EXAMPLES.glob("*.png") if not p.name.startswith("scopia"))[0]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def config(image, output, **kw):
+    return OmegaConf.create({"image": str(image), "output": str(output), "checkpoint": None, "seed": 0,
+                             "steps": 4, "cfg": 3.0, "progress": False} | kw)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "out"
+    assert main(config(TRAINING_ICON, out)) == 0
+    return out
+
+
+def test_outputs_hold_named_parts_and_a_report(generated):
+    files = sorted(p.name for p in generated.iterdir())
+    assert files == ["layout.ply", "mesh.obj", "mesh.ply", "parts.glb", "preview.png", "report.json"]
+    report = json.loads((generated / "report.json").read_text())
+    names = [p["name"] for p in report["parts"]]
+    scene = trimesh.load(generated / "parts.glb")
+    assert sorted(scene.graph.nodes_geometry) == sorted(names) and len(set(names)) == len(names)
+    # every part a real surface; the whole mesh is the parts together
+    faces = sum(len(g.faces) for g in scene.geometry.values())
+    assert all(len(g.faces) > 0 for g in scene.geometry.values())
+    assert len(trimesh.load(generated / "mesh.obj", process=False).faces) == faces
+    assert all(v <= 0.5 + 1e-6 for g in scene.geometry.values() for v in np.abs(g.vertices).max(0))
+    tokens = report["tokens"]
+    assert tokens["voxels"] == sum(tokens["parts"].values()) > 0
+    assert tokens["part_attention_pairs"] < tokens["global_attention_pairs"] or len(tokens["parts"]) == 1
+    assert tokens["mesh_resolution"] == 4 * tokens["resolution"] == 256
+    for stage in ("layout_flow_s", "layout_decode_s", "parts_s", "stage2_s", "decode_s", "total_s"):
+        assert report["times_s"][stage] >= 0
+    assert report["settings"]["seed"] == 0 and report["versions"]["torch"] == torch.__version__
+    assert np.asarray(Image.open(generated / "preview.png")).shape == (256, 4 * 256, 3)
+
+
+def test_same_seed_same_mesh_and_global_schedule_runs(tmp_path, generated):
+    assert main(config(TRAINING_ICON, tmp_path / "again")) == 0
+    a = trimesh.load(generated / "mesh.obj", process=False)
+    b = trimesh.load(tmp_path / "again" / "mesh.obj", process=False)
+    assert np.allclose(a.vertices, b.vertices)
+    assert main(config(TRAINING_ICON, tmp_path / "global", schedule="global", parts="geometric")) == 0
+    report = json.loads((tmp_path / "global" / "report.json").read_text())
+    assert report["settings"]["schedule"] == "global" and report["settings"]["parts"] == "geometric"
+
+
+def test_a_given_coarse_mesh_stands_in_for_stage_1(tmp_path):
+    mesh = EXAMPLES.parent / "table.obj"
+    assert main(config(TRAINING_ICON, tmp_path / "out", layout=str(mesh), parts="geometric")) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["settings"]["layout"] == str(mesh) and "layout_from_mesh_s" in report["times_s"]
+    assert len(report["parts"]) >= 2  # the table's top and legs come apart geometrically
+    assert main(config(TRAINING_ICON, tmp_path / "bad", layout=str(tmp_path / "none.obj"))) == 1
+
+
+def test_rgba_and_greyscale_images_are_read_as_rgb(tmp_path):
+    generator = PartGenerator.from_folder(parts="geometric")
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[10:30, 20:40] = (200, 30, 30, 255)  # a red square, transparent around it
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(rgba[:, :, 0]).save(tmp_path / "grey.png")
+    for name in ("rgba.png", "grey.png"):
+        for image in generator.load_image(tmp_path / name):
+            assert image.shape[0] == 3 and float(image[:, 0, 0].min()) == 1.0  # white where transparent/padded
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all"])
+def test_bad_images_fail_in_one_line_and_write_nothing(tmp_path, capsys, content):
+    (tmp_path / "bad.png").write_bytes(content)
+    assert main(config(tmp_path / "bad.png", tmp_path / "out")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("partgen-generate:") and "bad.png" in err and "\n" not in err
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["bad.png"]
+    assert main(config(tmp_path / "missing.png", tmp_path / "out")) == 1
+
+
+def test_model_sets_that_lack_a_stage_or_name_foreign_code_are_refused(tmp_path, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(DEFAULT_MODELS, models)
+    shutil.rmtree(models / "slat_vae")
+    with pytest.raises(FileNotFoundError, match="slat_vae"):
+        resolve_models(models)
+    shutil.copytree(DEFAULT_MODELS / "slat_vae", models / "slat_vae")
+    config_path = models / "part_dit" / "model.yaml"
+    config_path.write_text(config_path.read_text().replace("partgen.models.part_dit.PartDiT", "os.system", 1))
+    assert main(config(TRAINING_ICON, tmp_path / "out", checkpoint=str(models))) == 1
+    assert "refusing `_target_: os.system`" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert set(STAGES) <= {p.name for p in DEFAULT_MODELS.iterdir()}
+
+
+def test_bundled_model_set_is_small():
+    size = sum(p.stat().st_size for p in DEFAULT_MODELS.rglob("*") if p.is_file())
+    segmenter = sum(p.stat().st_size for p in (DEFAULT_MODELS.parent / "segmenter").rglob("*") if p.is_file())
+    assert size + segmenter <= 40 * 2**20
+
+
+def test_voxel_parts_icon_camera_and_decimation():
+    box = trimesh.creation.box((0.8, 0.2, 0.8))
+    face_part = (box.triangles_center[:, 0] > 0).astype(np.int64)  # two halves along x
+    coords = np.array([[4, 8, 8], [12, 8, 8]])  # R = 16: one voxel each side
+    assert voxel_parts(coords, 16, box.vertices, box.faces, face_part).tolist() == [0, 1]
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.4)
+    p = icon_projection(sphere.vertices, 128)
+    h = np.c_[sphere.vertices, np.ones(len(sphere.vertices))] @ p.double().numpy().T
+    uv = h[:, :2] / h[:, 2:]
+    assert (h[:, 2] > 0).all() and uv.min() > 0 and uv.max() < 1 and uv.max() - uv.min() > 0.8
+    v, f = simplify(sphere.vertices, sphere.faces, 500)
+    assert len(f) <= 500 and np.abs(np.linalg.norm(v, axis=1) - 0.4).max() < 0.05
+    assert simplify(sphere.vertices, sphere.faces, 10**6)[1] is sphere.faces
+
+
+def test_parts_are_merged_split_and_named():
+    coords = np.stack(np.meshgrid(np.arange(10), np.arange(10), np.arange(2), indexing="ij"), -1).reshape(-1, 3)
+    part = (coords[:, 0] >= 5).astype(np.int64)  # two halves of 100 voxels
+    part[0] = 2  # a one-voxel part: merged into its neighbour's part
+    merged, kept = merge_small_parts(coords, part, max_parts=8, min_fraction=0.05)
+    # largest first: part 1 (100 voxels) becomes 0, part 0 (99) becomes 1 and takes back the stray voxel
+    assert kept == [1, 0] and merged[0] == 1 and np.bincount(merged).tolist() == [100, 100]
+    assert merge_small_parts(coords, part, max_parts=1, min_fraction=0.0)[1] == [1]
+    group = split_large_parts(coords, merged, max_group=30)
+    sizes = np.bincount(group)
+    assert len(sizes) == 8 and sizes.max() <= 30 and sizes.sum() == 200
+    for g in range(len(sizes)):  # a group lies in one part and is a compact slab
+        assert len(np.unique(merged[group == g])) == 1 and np.ptp(coords[group == g, 0]) <= 1
+    assert unique_names(["leg", "leg_2", "top", "leg"]) == ["leg", "leg_2", "top", "leg_3"]
