@@ -94,7 +94,7 @@ def test_loss_falls_and_validation_reports_three_losses(records):
     noise = torch.randn(batch["voxels"].feats.shape)
     drop = torch.zeros(2, dtype=torch.bool)
     loss, logs = task.training_step(model, batch)  # random t, noise and drops
-    assert loss.requires_grad and logs["voxels"] == len(batch["voxels"])
+    assert loss.requires_grad and 0.0 <= logs["dropped"] <= 1.0
     first = task._loss(model, batch, t, noise, drop).item()
     for _ in range(60):  # fit fixed times and noise: the velocity the image and parts determine
         loss = task._loss(model, batch, t, noise, drop)

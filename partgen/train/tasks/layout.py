@@ -33,15 +33,15 @@ import torch
 from torch import nn
 
 from partgen.data_pipeline.datasets import RecordError, ShapeRecords
-from partgen.diffusion.flow import interpolate, logit_normal_timesteps
+from partgen.diffusion.flow import interpolate
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.io import load_trained
 from partgen.models.vecset_vae import VecSetVAE
 from partgen.structures import cu_seqlens_from_lengths
 from partgen.train.distributed import unwrap
+from partgen.train.tasks.flow import FlowMatchingTask
 
 VAE_HINT = "train the VAE first: partgen-train experiment=layout_vae hydra.run.dir=runs/layout_vae"
-EVAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 class LatentImagePairs(torch.utils.data.Dataset):
@@ -90,7 +90,7 @@ def collate_pairs(items: list[dict]) -> dict:
     }
 
 
-class LayoutFlowTask:
+class LayoutFlowTask(FlowMatchingTask):
     """Train a LayoutFlow on (icon, VAE latents) pairs (module docstring).
 
     records:        partgen-annotate output folder(s) (with icons and volume samples)
@@ -209,32 +209,11 @@ class LayoutFlowTask:
         v = model(x_t, cu, t.to(device), images=batch["images"].to(device), drop=drop.to(device))
         return torch.mean((v.float() - target) ** 2)
 
-    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        b = len(batch["keys"])
-        t = logit_normal_timesteps(b, self.t_mean, self.t_std)
-        drop = torch.rand(b) < self.drop_image
-        noise = torch.randn(batch["latents"].shape)
-        loss = self._loss(model, batch, t, noise, drop)
-        return loss, {"dropped": float(drop.float().mean())}
+    def _latents(self, batch: dict) -> torch.Tensor:
+        return batch["latents"]
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        val = self.pairs("val")
-        if len(val) == 0:
-            return {}
-        g = torch.Generator().manual_seed(self.seed)
-        totals = {"loss": 0.0, "loss_null": 0.0}
-        count = 0
-        for start in range(0, len(val), self.eval_batch_size):
-            batch = collate_pairs([val[i] for i in range(start, min(start + self.eval_batch_size, len(val)))])
-            b = len(batch["keys"])
-            for t_value in EVAL_TIMES:
-                noise = torch.randn(batch["latents"].shape, generator=g)
-                t = torch.full((b,), t_value)
-                for name, drop in (("loss", False), ("loss_null", True)):
-                    totals[name] += float(self._loss(model, batch, t, noise, torch.full((b,), drop))) * b
-            count += b
-        return {name: value / (count * len(EVAL_TIMES)) for name, value in totals.items()}
+    def _val(self) -> LatentImagePairs:
+        return self.pairs("val")
 
 
 __all__ = ["LatentImagePairs", "LayoutFlowTask", "collate_pairs"]

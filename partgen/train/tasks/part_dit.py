@@ -29,13 +29,13 @@ from torch import nn
 
 from partgen.data_pipeline.datasets import BlockRecords, RecordError
 from partgen.data_pipeline.render import Camera
-from partgen.diffusion.flow import interpolate, logit_normal_timesteps
+from partgen.diffusion.flow import interpolate
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.io import load_trained
 from partgen.models.slat_vae import SLatVAE
 from partgen.structures import SparseVoxels
 from partgen.train.distributed import unwrap
-from partgen.train.tasks.layout import EVAL_TIMES
+from partgen.train.tasks.flow import FlowMatchingTask
 
 VAE_HINT = "train the SLat VAE first: partgen-train experiment=slat_vae hydra.run.dir=runs/slat_vae"
 
@@ -85,7 +85,7 @@ def collate_latent_voxels(items: list[dict]) -> dict:
     }
 
 
-class PartDiTTask:
+class PartDiTTask(FlowMatchingTask):
     """Train a PartDiT on (icon + camera, voxels + parts, SLat latents) (module docstring).
 
     records:        partgen-annotate output folder(s) with sdf_blocks.npz and icons
@@ -186,6 +186,8 @@ class PartDiTTask:
 
     # --- objective --------------------------------------------------------------------------------
 
+    eval_runs = {"loss": (False, {}), "loss_null": (True, {}), "loss_global": (False, {"schedule": "global"})}
+
     def _loss(self, model, batch: dict, t, noise, drop, schedule=None) -> torch.Tensor:
         device = next(model.parameters()).device
         x = batch["voxels"].to(device)
@@ -202,33 +204,11 @@ class PartDiTTask:
         )
         return torch.mean((v.float() - target) ** 2)
 
-    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        b = len(batch["keys"])
-        t = logit_normal_timesteps(b, self.t_mean, self.t_std)
-        drop = torch.rand(b) < self.drop_image
-        noise = torch.randn(batch["voxels"].feats.shape)
-        loss = self._loss(model, batch, t, noise, drop)
-        return loss, {"voxels": float(len(batch["voxels"]))}
+    def _latents(self, batch: dict) -> torch.Tensor:
+        return batch["voxels"].feats
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        val = self.data("val")
-        if len(val) == 0:
-            return {}
-        g = torch.Generator().manual_seed(self.seed)
-        runs = {"loss": (False, None), "loss_null": (True, None), "loss_global": (False, "global")}
-        totals = dict.fromkeys(runs, 0.0)
-        count = 0
-        for start in range(0, len(val), self.eval_batch_size):
-            batch = collate_latent_voxels([val[i] for i in range(start, min(start + self.eval_batch_size, len(val)))])
-            b = len(batch["keys"])
-            for t_value in EVAL_TIMES:
-                noise = torch.randn(batch["voxels"].feats.shape, generator=g)
-                t = torch.full((b,), t_value)
-                for name, (drop, schedule) in runs.items():
-                    totals[name] += float(self._loss(model, batch, t, noise, torch.full((b,), drop), schedule)) * b
-            count += b
-        return {name: value / (count * len(EVAL_TIMES)) for name, value in totals.items()}
+    def _val(self) -> LatentVoxels:
+        return self.data("val")
 
 
 __all__ = ["LatentVoxels", "PartDiTTask", "collate_latent_voxels", "icon_condition"]
