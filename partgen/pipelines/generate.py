@@ -5,12 +5,15 @@ voxel side.
 
     stage 1   LayoutGenerator: the layout flow samples VecSet latents for the image, the VecSet VAE
               decodes an occupancy grid, occupancy_to_voxels gives the V voxels (R = 64)
-    parts     the coarse surface of the layout (marching cubes of the grid) is cut into parts by the
-              learned segmenter (the bundled one by default; parts named by semantic class) or
-              geometrically (parts="geometric"); each voxel takes the part of the nearest face
-    stage 2   PartDiT samples a C-channel latent per voxel with Part Attention, each part
-              cross-attending to the image patches it projects onto under the typical icon camera
-              framed to the layout (the view the Sweet Home 3D icons show)
+    parts     the coarse surface of the layout (marching cubes of the grid, decimated) is cut into
+              parts by the learned segmenter (the bundled one by default; parts named by semantic
+              class) or geometrically (parts="geometric"); each voxel takes the part of the nearest
+              face; parts under min_part_fraction of the voxels, or beyond max_parts, join their
+              nearest kept part
+    stage 2   PartDiT samples a C-channel latent per voxel with Part Attention (parts larger than
+              max_group voxels are cut into compact slabs, the group sizes stage 2 was trained on),
+              each group cross-attending to the image patches it projects onto under the typical
+              icon camera framed to the layout (the view the Sweet Home 3D icons show)
     decode    the SLat VAE decodes each voxel's sub-grid signed distances; marching cubes over each
               part's blocks gives one mesh per part at R x s (64 x 4 = 256)
 
@@ -237,22 +240,26 @@ class PartGenerator:
         guidance: float = 3.0,
         layout_steps: int = 25,
         dilation: int = 0,
+        device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
         """Load a model set (None: the bundled one); parts "learned" (segmenter: a checkpoint, None the
         bundled segmenter) or "geometric"; steps (stage 2) and layout_steps (stage 1: its layouts
         need them, few steps give ragged ones) of the samplers, guidance for both; dilation of the
-        layout's voxels (0: the voxels the surface crosses, as stage 2 was trained on)."""
+        layout's voxels (0: the voxels the surface crosses, as stage 2 was trained on); device: where
+        the models run (None: cuda when available, else cpu)."""
         folder = resolve_models(folder)
         if parts not in ("learned", "geometric"):
             raise ValueError(f"parts must be 'learned' or 'geometric', got {parts!r}")
         layout = LayoutGenerator.from_checkpoints(
             folder / "layout_vae", folder / "layout_flow", steps=layout_steps, guidance=guidance, dilation=dilation
         )
-        slat = load_trained(folder / "slat_vae", SLatVAE, TRAIN_HINT)
-        dit = load_trained(folder / "part_dit", PartDiT, TRAIN_HINT)
+        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        layout.vae.to(device), layout.flow.to(device)
+        slat = load_trained(folder / "slat_vae", SLatVAE, TRAIN_HINT).to(device)
+        dit = load_trained(folder / "part_dit", PartDiT, TRAIN_HINT).to(device)
         max_parts = int(options.get("max_parts", 8))
-        seg = Segmenter.from_checkpoint(segmenter, device="cpu", max_parts=max_parts) if parts == "learned" else None
+        seg = Segmenter.from_checkpoint(segmenter, device=device, max_parts=max_parts) if parts == "learned" else None
         return cls(layout, slat, dit, seg, steps=steps, guidance=guidance, **options)
 
     def load_image(self, path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,7 +299,8 @@ class PartGenerator:
     ) -> Generation:
         """image -> Generation; layout: a mesh file that stands in for stage 1 (its surface voxels and
         surface are used as the layout: stage 2 then details a coarse shape the user gives)."""
-        image_layout, image_dit = self.load_image(image)
+        device = next(self.part_dit.parameters()).device
+        image_layout, image_dit = (im.to(device) for im in self.load_image(image))
         if layout is None:
             coords, vertices, faces, times = self._layout_from_image(image_layout, seed, progress)
         else:
@@ -320,14 +328,18 @@ class PartGenerator:
         t0 = time.perf_counter()
         n = len(coords)
         group = split_large_parts(coords, part, self.max_group)
-        voxels = SparseVoxels(
-            feats=torch.zeros(n, self.part_dit.in_channels),
-            cu_seqlens=cu_seqlens_from_lengths([n]),
-            coords=torch.from_numpy(np.concatenate([np.zeros((n, 1), np.int64), coords], 1).astype(np.int32)),
-            resolution=resolution,
-            part=torch.from_numpy(group),
-        ).validate()
-        camera = icon_projection(vertices, self.part_dit.image_encoder.image_size)
+        voxels = (
+            SparseVoxels(
+                feats=torch.zeros(n, self.part_dit.in_channels),
+                cu_seqlens=cu_seqlens_from_lengths([n]),
+                coords=torch.from_numpy(np.concatenate([np.zeros((n, 1), np.int64), coords], 1).astype(np.int32)),
+                resolution=resolution,
+                part=torch.from_numpy(group),
+            )
+            .validate()
+            .to(device)
+        )
+        camera = icon_projection(vertices, self.part_dit.image_encoder.image_size).to(device)
         latents = self.part_dit.generate(
             voxels,
             image_dit[None],
@@ -338,7 +350,7 @@ class PartGenerator:
             schedule=self.schedule,
             progress="stage 2: part DiT" if progress else None,
         )
-        voxels = voxels.replace(feats=latents, part=torch.from_numpy(part.astype(np.int64)))
+        voxels = voxels.replace(feats=latents, part=torch.from_numpy(part.astype(np.int64)).to(device))
         times["stage2_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -368,7 +380,7 @@ class PartGenerator:
             "global_attention_pairs": int(n) ** 2,
             "layout_latents": latents_count,
         }
-        return Generation(parts, (vertices, faces), voxels, times, tokens)
+        return Generation(parts, (vertices, faces), voxels.cpu(), times, tokens)
 
 
 # --- outputs -----------------------------------------------------------------------------------------
@@ -472,6 +484,7 @@ def main(cfg) -> int:
             max_parts=int(cfg.get("max_parts", 8)),
             max_group=int(cfg.get("max_group", 2048)),
             mesh_subdiv=cfg.get("mesh_subdiv"),
+            device=cfg.get("device"),
             max_voxels=int(cfg.get("max_voxels", 50000)),
             schedule=cfg.get("schedule"),
         )
