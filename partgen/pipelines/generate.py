@@ -34,12 +34,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
-import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +49,7 @@ from partgen.models.part_dit import PartDiT
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
-from partgen.pipelines.segment import InputError, Segmenter, _palette, _publish
+from partgen.pipelines.segment import InputError, Segmenter, _palette, check_output, publish_outputs
 from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
 
 APP = "partgen-generate"
@@ -464,12 +461,10 @@ def main(cfg) -> int:
     Errors print one line on stderr and leave nothing at cfg.output: everything is written into a
     temporary sibling folder that is renamed into place at the end.
     """
-    tmp = None
     try:
         image, output = Path(str(cfg.image)), Path(str(cfg.output))
         overwrite = bool(cfg.get("overwrite", False))
-        if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
-            raise InputError(f"output {output} exists and is not empty (choose another or pass overwrite=true)")
+        check_output(output, overwrite)
         steps, guidance, seed = int(cfg.steps), float(cfg.cfg), int(cfg.seed)
         if steps < 1:
             raise InputError(f"steps must be at least 1, got {steps}")
@@ -504,18 +499,10 @@ def main(cfg) -> int:
         report = make_report(
             image, gen, settings, str(resolve_models(cfg.get("checkpoint"))), time.perf_counter() - start
         )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        write_outputs(tmp, image, gen, report)
-        _publish(tmp, output, overwrite)
-        tmp = None
+        publish_outputs(output, overwrite, lambda folder: write_outputs(folder, image, gen, report))
     except (ImageError, InputError, MeshError, GenerationError, FileNotFoundError, ValueError, OSError) as err:
         print(f"{APP}: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     names = ", ".join(f"{p.name} ({p.voxels} voxels)" for p in gen.parts)
     print(
         f"{APP}: {image.name} -> {len(gen.parts)} parts: {names}; {gen.tokens['voxels']} voxel tokens; "

@@ -639,18 +639,36 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
     os.replace(tmp, output)
 
 
+def check_output(output: Path, overwrite: bool) -> None:
+    """InputError when output exists and is not an empty folder, unless overwrite."""
+    if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
+        raise InputError(f"output {output} exists and is not empty (choose another or pass overwrite=true)")
+
+
+def publish_outputs(output: Path, overwrite: bool, write) -> None:
+    """write(folder) into a temporary sibling of output, then rename it into place: a failure at any
+    point leaves nothing at output (and removes the temporary folder)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # (not mkdtemp: the folder keeps the umask's permissions when it becomes output)
+    try:
+        write(tmp)
+        _publish(tmp, output, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(cfg) -> int:
     """partgen-segment: segment cfg.input into cfg.output (see conf/segment.yaml); 0 on success, 1 on bad input.
 
     Errors print one line on stderr and leave nothing at cfg.output: everything is written into a
     temporary sibling folder that is renamed into place at the end.
     """
-    tmp = None
     try:
         path, output = Path(str(cfg.input)), Path(str(cfg.output))
         overwrite = bool(cfg.get("overwrite", False))
-        if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
-            raise InputError(f"output {output} exists and is not empty (choose another or pass overwrite=true)")
+        check_output(output, overwrite)
         num_parts = cfg.get("num_parts")
         if num_parts is not None and int(num_parts) < 1:
             raise InputError(f"num_parts must be positive or null, got {num_parts}")
@@ -670,19 +688,13 @@ def main(cfg) -> int:
         else:
             seg = segmenter.label_points(shape.vertices, shape.normals, n)
         summary = _summary(path, shape, seg, _weights(shape, seg), segmenter.source, output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()  # (not mkdtemp: the folder keeps the umask's permissions when it becomes output)
-        write_outputs(tmp, path, shape, seg, segmenter.source, summary)
-        _publish(tmp, output, overwrite)
-        tmp = None
+        publish_outputs(
+            output, overwrite, lambda folder: write_outputs(folder, path, shape, seg, segmenter.source, summary)
+        )
     except (InputError, MeshError, FileNotFoundError, ValueError, OSError) as err:
         message = " ".join(str(err).split())  # one line, whatever the exception held
         print(f"{APP}: {message}", file=sys.stderr)
         return 1
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     print(summary)
     return 0
 
@@ -692,8 +704,10 @@ __all__ = [
     "Segmentation",
     "Segmenter",
     "Shape",
+    "check_output",
     "estimate_normals",
     "main",
+    "publish_outputs",
     "read_shape",
     "resolve_checkpoint",
     "segment_faces",
