@@ -272,8 +272,9 @@ class PartGenerator:
         face_part = segment_mesh(vertices, faces, None, GeometricConfig(max_parts=self.max_parts))
         return face_part, [f"part_{p}" for p in range(int(face_part.max()) + 1)]
 
-    def _layout_from_mesh(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-        """A coarse shape given as a mesh file (normalised into the cube) -> its surface voxels and itself."""
+    def _layout_from_mesh(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, int]:
+        """A coarse shape given as a mesh file (normalised into the cube) -> its surface voxels and itself,
+        seconds, and 0 layout latents."""
         from partgen.data_pipeline.mesh_io import load_mesh, normalise
         from partgen.data_pipeline.voxelize import voxelize_surface
 
@@ -281,14 +282,15 @@ class PartGenerator:
         mesh = load_mesh(path)
         vertices = normalise(mesh.vertices).apply(mesh.vertices)
         coords = voxelize_surface(vertices, mesh.faces, self.layout.voxel_resolution).coords.astype(np.int64)
-        return coords, vertices, mesh.faces, {"layout_from_mesh_s": time.perf_counter() - t0}
+        return coords, vertices, mesh.faces, {"layout_from_mesh_s": time.perf_counter() - t0}, 0
 
     def _layout_from_image(self, image: torch.Tensor, seed: int, progress: bool):
+        """Stage 1 -> surface voxels, the coarse surface, seconds per step and the latent count."""
         layout = self.layout(image, seed=seed, progress="stage 1: layout flow" if progress else None)
         vertices, faces = extract_mesh(layout.grid)
         coords = layout.voxels.cpu().numpy().astype(np.int64)
-        times = {f"layout_{k}": v for k, v in layout.times.items()} | {"layout_latents": int(layout.latents.shape[0])}
-        return coords, vertices, faces, times
+        times = {f"layout_{k}": v for k, v in layout.times.items()}
+        return coords, vertices, faces, times, int(layout.latents.shape[0])
 
     @torch.no_grad()
     def __call__(
@@ -299,10 +301,9 @@ class PartGenerator:
         device = next(self.part_dit.parameters()).device
         image_layout, image_dit = (im.to(device) for im in self.load_image(image))
         if layout is None:
-            coords, vertices, faces, times = self._layout_from_image(image_layout, seed, progress)
+            coords, vertices, faces, times, latents_count = self._layout_from_image(image_layout, seed, progress)
         else:
-            coords, vertices, faces, times = self._layout_from_mesh(layout)
-        latents_count = times.pop("layout_latents", 0)
+            coords, vertices, faces, times, latents_count = self._layout_from_mesh(layout)
         resolution = self.layout.voxel_resolution
         if len(coords) == 0 or len(faces) == 0:
             raise GenerationError(
