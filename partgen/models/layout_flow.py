@@ -101,16 +101,15 @@ class LayoutFlow(LatentStatistics, nn.Module):
         if drop is not None and bool(drop.any()):
             owner = batch_index(ctx_cu).to(tokens.device)  # (B T,) which image each token belongs to
             tokens = torch.where(drop.to(tokens.device)[owner, None], self.context_norm(self.null_image)[None], tokens)
-        row_shape = batch_index(cu_seqlens).to(x.device)  # (M,)
-        cond = self.time(t)
+        owner = batch_index(cu_seqlens).to(x.device)  # (M,) the shape of each row
+        cond = self.time(t)  # (B, D): the adaLN maps run per shape
         if self.image_pool is not None:
             cond = cond + self.image_pool(pooled_context(tokens, ctx_cu))
-        cond = cond[row_shape]  # (M, D)
         groups, ctx_groups = groups_from_cu_seqlens(cu_seqlens), groups_from_cu_seqlens(ctx_cu)
         h = self.proj_in(x)
         for block in self.blocks:
-            h = block(h, cond, groups, tokens, ctx_groups)
-        return self.out(h, cond)
+            h = block(h, cond, groups, tokens, ctx_groups, owner=owner)
+        return self.out(h, cond, owner)
 
     # --- sampling -----------------------------------------------------------------------------------
 

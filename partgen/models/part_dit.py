@@ -211,10 +211,10 @@ class PartDiT(LatentStatistics, nn.Module):
                 context_groups = part_image_groups(x, part, ctx_cu, cams, grid, self.footprint_dilation)
             if self.image_pool is not None:
                 cond = cond + self.image_pool(pooled_context(tokens, ctx_cu))
-        cond = cond[x.batch_index()]
+        owner = None if b == 1 else x.batch_index()  # the adaLN maps run per shape (AdaLNBlock)
         for block, scope in zip(self.blocks, scopes, strict=True):
-            h = block(h, cond, groups[scope], tokens, context_groups, cross_groups=part)
-        return self.out(h, cond)
+            h = block(h, cond, groups[scope], tokens, context_groups, cross_groups=part, owner=owner)
+        return self.out(h, cond, owner)
 
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) -> normalised image tokens (B T, D_ctx) and their cu_seqlens."""

@@ -5,7 +5,14 @@ import torch
 
 from conftest import random_voxels
 from partgen.nn.attention import use_attention_backend
-from partgen.nn.blocks import MultiHeadAttention, SparseTransformer, resolve_schedule, sinusoidal_embedding
+from partgen.nn.blocks import (
+    AdaLNBlock,
+    AdaLNOutput,
+    MultiHeadAttention,
+    SparseTransformer,
+    resolve_schedule,
+    sinusoidal_embedding,
+)
 from partgen.structures import cu_seqlens_from_lengths, groups_from_cu_seqlens
 
 
@@ -82,3 +89,23 @@ def test_sinusoidal_embedding_shape_and_values():
     e = sinusoidal_embedding(torch.tensor([[0.0, 1.0]]), 4)
     assert e.shape == (1, 8)
     torch.testing.assert_close(e[0, :4], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+def test_adaln_per_shape_conditioning_equals_per_row():
+    """cond (B, D) with owner gives what the same cond repeated per row gives, gates open."""
+    torch.manual_seed(0)
+    block, out = AdaLNBlock(16, 2), AdaLNOutput(16, 3)
+    for layer in (block.ada[1], out.ada[1], out.proj):
+        torch.nn.init.normal_(layer.weight, std=0.1)
+    x = torch.randn(7, 16)
+    cu = torch.tensor([0, 3, 7], dtype=torch.int32)
+    groups = groups_from_cu_seqlens(cu)
+    cond = torch.randn(2, 16)
+    owner = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    per_row = out(block(x, cond[owner], groups), cond[owner])
+    per_shape = out(block(x, cond, groups, owner=owner), cond, owner)
+    torch.testing.assert_close(per_shape, per_row)
+    assert per_shape[:3].std() > 0 and not torch.allclose(per_shape[:3], per_shape[3:6])
+    # one shape: a (1, D) cond broadcasts over the rows without an owner
+    first = groups_from_cu_seqlens(cu[:2])
+    torch.testing.assert_close(block(x[:3], cond[:1], first), block(x[:3], cond[:1].expand(3, -1), first))
