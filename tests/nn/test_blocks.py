@@ -8,6 +8,8 @@ from partgen.nn.attention import use_attention_backend
 from partgen.nn.blocks import (
     AdaLNBlock,
     AdaLNOutput,
+    FeedForward,
+    HeadRMSNorm,
     MultiHeadAttention,
     SparseTransformer,
     resolve_schedule,
@@ -109,3 +111,31 @@ def test_adaln_per_shape_conditioning_equals_per_row():
     # one shape: a (1, D) cond broadcasts over the rows without an owner
     first = groups_from_cu_seqlens(cu[:2])
     torch.testing.assert_close(block(x[:3], cond[:1], first), block(x[:3], cond[:1].expand(3, -1), first))
+
+
+def test_feed_forward_row_chunks_give_the_unchunked_values():
+    torch.manual_seed(0)
+    ff = FeedForward(8)
+    ff.chunk = 5  # 13 rows: chunks of 5, 5, 3
+    x = torch.randn(13, 8, requires_grad=True)
+    whole = ff(x)  # autograd: one pass
+    with torch.no_grad():
+        chunked = ff(x)
+    torch.testing.assert_close(chunked, whole.detach())
+    whole.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_head_rms_norm_matches_torch_without_autograd_on_strided_heads():
+    torch.manual_seed(0)
+    norm, ref = HeadRMSNorm(16), torch.nn.RMSNorm(16)
+    with torch.no_grad():
+        norm.weight.normal_()
+    ref.load_state_dict(norm.state_dict())
+    k = torch.randn(9, 2, 3, 16).unbind(1)[0]  # (9, 3, 16) keys: a strided view, as MultiHeadAttention has
+    with torch.no_grad():
+        torch.testing.assert_close(norm(k), ref(k))
+    k = k.clone().requires_grad_()
+    torch.testing.assert_close(norm(k), ref(k))  # the autograd path
+    norm(k).square().sum().backward()
+    assert torch.isfinite(k.grad).all()
