@@ -42,12 +42,16 @@ class MultiHeadAttention(nn.Module):
         context: torch.Tensor | None = None,
         context_groups: PartGroups | None = None,
     ) -> torch.Tensor:
-        N, C = x.shape
-        q = self.q_norm(self.to_q(x).view(N, self.heads, self.head_dim))  # (N, H, D)
+        q, k, v = self.qkv(x, context)
+        out = attention(q, k, v, groups, groups if context is None else context_groups)
+        return self.proj(out.reshape(x.shape))
+
+    def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Normalised queries (N, H, D) from x, normalised keys and values (M, H, D) from the context (or x)."""
+        q = self.q_norm(self.to_q(x).view(x.shape[0], self.heads, self.head_dim))
         src = x if context is None else context
-        k, v = self.to_kv(src).view(src.shape[0], 2, self.heads, self.head_dim).unbind(1)  # (M, H, D) each
-        out = attention(q, self.k_norm(k), v, groups, groups if context is None else context_groups)
-        return self.proj(out.reshape(N, C))
+        k, v = self.to_kv(src).view(src.shape[0], 2, self.heads, self.head_dim).unbind(1)
+        return q, self.k_norm(k), v
 
 
 class FeedForward(nn.Sequential):
@@ -67,7 +71,7 @@ class FeedForward(nn.Sequential):
         fc1, act, fc2 = self
         out = x.new_empty(x.shape[0], fc2.out_features)
         for rows, dst in zip(x.split(self.chunk), out.split(self.chunk), strict=True):
-            torch.addmm(fc2.bias, act(fc1(rows)), fc2.weight.t(), out=dst)
+            dst.copy_(fc2(act(fc1(rows))))  # (not addmm(out=): autocast skips out= variants)
         return out
 
 
@@ -88,16 +92,14 @@ class HeadRMSNorm(nn.RMSNorm):
 class TransformerBlock(nn.Module):
     """Pre-norm block: group self-attention, optional group cross-attention, MLP."""
 
-    def __init__(
-        self, dim: int, heads: int, mlp_ratio: float = 4.0, context_dim: int | None = None, qk_norm: bool = True
-    ):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, context_dim: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, heads, qk_norm=qk_norm)
+        self.attn = MultiHeadAttention(dim, heads)
         self.cross = None
         if context_dim is not None:
             self.norm2 = nn.LayerNorm(dim)
-            self.cross = MultiHeadAttention(dim, heads, context_dim=context_dim, qk_norm=qk_norm)
+            self.cross = MultiHeadAttention(dim, heads, context_dim=context_dim)
         self.norm3 = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, mlp_ratio)
 
@@ -149,14 +151,52 @@ class AdaLNBlock(nn.Module):
         cross_groups: PartGroups | None = None,
         owner: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = per_row(self.ada(cond), owner).chunk(6, dim=1)
+        mods = per_row(self.ada(cond), owner).chunk(6, dim=1)
+        if self.cross is not None and (context is None or context_groups is None):
+            raise ValueError("this block has cross-attention: pass context and context_groups")
+        if x.shape[0] > self.chunk and not (torch.is_grad_enabled() and x.requires_grad):
+            return self._forward_in_chunks(x, mods, groups, context, context_groups, cross_groups)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mods
         # addcmul: the modulation and the gated residual in one pass over the (N, C) rows each
         x = torch.addcmul(x, gate1, self.attn(torch.addcmul(shift1, self.norm1(x), 1 + scale1), groups))
         if self.cross is not None:
-            if context is None or context_groups is None:
-                raise ValueError("this block has cross-attention: pass context and context_groups")
             x = x + self.cross(self.norm2(x), cross_groups or groups, context, context_groups)
-        return torch.addcmul(x, gate2, self.mlp(torch.addcmul(shift2, self.norm3(x), 1 + scale2)))
+        return torch.addcmul(x, gate2, self._mlp(x, shift2, scale2))
+
+    chunk = 1024  # rows per chunk of _forward_in_chunks (256-4096 measured within 10% of each other)
+
+    def _mlp(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.addcmul(shift, self.norm3(x), 1 + scale))
+
+    def _forward_in_chunks(self, x, mods, groups, context, context_groups, cross_groups) -> torch.Tensor:
+        """forward without autograd, every per-token step in row chunks that stay in cache; only the
+        attentions see all rows. At N = 65536, width 256, 2 CPU cores: 1081 -> ~890 ms a layer outside
+        attention (best of 6, with the attention call stubbed out)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = mods
+        n, heads, head_dim = x.shape[0], self.attn.heads, self.attn.head_dim
+        spans = [slice(i, min(i + self.chunk, n)) for i in range(0, n, self.chunk)]
+
+        def rows(t: torch.Tensor, span: slice) -> torch.Tensor:  # per-row modulation, or one broadcast row
+            return t if t.shape[0] == 1 else t[span]
+
+        q, k, v = (x.new_empty(n, heads, head_dim) for _ in range(3))
+        for span in spans:
+            h = torch.addcmul(rows(shift1, span), self.norm1(x[span]), 1 + rows(scale1, span))
+            q[span], k[span], v[span] = self.attn.qkv(h)
+        attended = attention(q, k, v, groups, groups).reshape(x.shape)
+        out = torch.empty_like(x)
+        for span in spans:
+            y = torch.addcmul(x[span], rows(gate1, span), self.attn.proj(attended[span]))
+            if self.cross is None:  # the MLP on the same rows while they are in cache
+                y = torch.addcmul(y, rows(gate2, span), self._mlp(y, rows(shift2, span), rows(scale2, span)))
+            out[span] = y
+        if self.cross is not None:
+            out = out + self.cross(self.norm2(out), cross_groups or groups, context, context_groups)
+            for span in spans:
+                out[span] = torch.addcmul(
+                    out[span], rows(gate2, span), self._mlp(out[span], rows(shift2, span), rows(scale2, span))
+                )
+        return out
 
 
 def per_row(values: torch.Tensor, owner: torch.Tensor | None) -> torch.Tensor:

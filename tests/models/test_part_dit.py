@@ -141,5 +141,6 @@ def test_bench_script_writes_the_ablation_json(tmp_path):
     for name in ("global", "part"):
         assert result[name]["fwd_ms"] > 0 and result[name]["sample_ms"] > 0
     assert result["speedup_fwd"] == pytest.approx(result["global"]["fwd_ms"] / result["part"]["fwd_ms"], rel=1e-2)
-    assert bench.main([*args.split(), "--no-sample", "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["speedup_sample"] is None
+    assert bench.main([*args.split(), "--no-sample", "--autocast", "bf16", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["speedup_sample"] is None and result["autocast"] == "bf16" and result["part"]["fwd_ms"] > 0

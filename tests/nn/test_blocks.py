@@ -139,3 +139,26 @@ def test_head_rms_norm_matches_torch_without_autograd_on_strided_heads():
     torch.testing.assert_close(norm(k), ref(k))  # the autograd path
     norm(k).square().sum().backward()
     assert torch.isfinite(k.grad).all()
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_adaln_block_in_row_chunks_gives_the_one_pass_values(cross):
+    """Without autograd a long input runs in row chunks (AdaLNBlock._forward_in_chunks): same output."""
+    torch.manual_seed(0)
+    block = AdaLNBlock(16, 2, context_dim=8 if cross else None)
+    torch.nn.init.normal_(block.ada[1].weight, std=0.3)
+    block.chunk = 4  # 11 rows: chunks of 4, 4, 3
+    x = torch.randn(11, 16, requires_grad=True)
+    cu = torch.tensor([0, 5, 11], dtype=torch.int32)
+    groups = groups_from_cu_seqlens(cu)
+    owner = torch.tensor([0] * 5 + [1] * 6)
+    cond = torch.randn(2, 16)
+    kwargs = {}
+    if cross:
+        ctx_cu = torch.tensor([0, 3, 7], dtype=torch.int32)
+        kwargs = {"context": torch.randn(7, 8), "context_groups": groups_from_cu_seqlens(ctx_cu)}
+    one_pass = block(x, cond, groups, owner=owner, **kwargs)  # autograd: the one-pass path
+    with torch.no_grad():
+        chunked = block(x, cond, groups, owner=owner, **kwargs)
+    torch.testing.assert_close(chunked, one_pass.detach())
+    assert not torch.allclose(one_pass, x)  # the block did something
