@@ -113,3 +113,16 @@ def test_segment_cli_refuses_a_missing_input_in_one_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("partgen-segment:") and "nowhere.obj" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_cli_takes_the_parts_group_and_refuses_authored_parts(tmp_path):
+    """parts= names the conf/parts group (as partgen-annotate's): geometric parses and reaches the
+    image check; authored (an asset's own parts) cannot cut a generated layout."""
+    run = [*_app("generate"), "image=empty.png", "output=out"]
+    (tmp_path / "empty.png").write_bytes(b"")
+    geometric = subprocess.run([*run, "parts=geometric"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert geometric.returncode == 1 and "empty.png" in geometric.stderr
+    authored = subprocess.run([*run, "parts=authored"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    lines = authored.stderr.strip().splitlines()
+    assert authored.returncode == 1 and len(lines) == 1 and "parts=authored" in lines[0]
+    assert not (tmp_path / "out").exists()

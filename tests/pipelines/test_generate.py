@@ -71,14 +71,19 @@ def test_outputs_hold_named_parts_and_a_report(generated):
     assert np.asarray(Image.open(generated / "preview.png")).shape == (256, 4 * 256, 3)
 
 
-def test_same_seed_same_mesh_and_global_schedule_runs(tmp_path, generated):
+def test_same_seed_same_mesh_and_a_global_bf16_run(tmp_path, generated):
     assert main(config(TRAINING_ICON, tmp_path / "again")) == 0
     a = trimesh.load(generated / "mesh.obj", process=False)
     b = trimesh.load(tmp_path / "again" / "mesh.obj", process=False)
     assert np.allclose(a.vertices, b.vertices)
-    assert main(config(TRAINING_ICON, tmp_path / "global", schedule="global", parts="geometric")) == 0
-    report = json.loads((tmp_path / "global" / "report.json").read_text())
-    assert report["settings"]["schedule"] == "global" and report["settings"]["parts"] == "geometric"
+    out = tmp_path / "global"
+    assert main(config(TRAINING_ICON, out, schedule="global", parts="geometric", precision="bf16")) == 0
+    report = json.loads((out / "report.json").read_text())
+    settings = report["settings"]
+    assert settings["schedule"] == "global" and settings["parts"] == "geometric" and settings["precision"] == "bf16"
+    assert len(trimesh.load(out / "mesh.obj", process=False).faces) > 100
+    with pytest.raises(ValueError, match="precision"):
+        PartGenerator.from_folder(precision="fp16")
 
 
 def test_a_given_coarse_mesh_stands_in_for_stage_1(tmp_path):
