@@ -70,3 +70,23 @@ def test_training_lowers_the_loss_and_evaluation_is_bounded(records):
     metrics = task.evaluate(model.eval())
     assert set(metrics) == {"iou", "iou_near", "loss/recon"}
     assert 0.3 < metrics["iou"] <= 1.0 and 0.0 <= metrics["iou_near"] <= 1.0
+
+
+def test_augmented_training_items_are_symmetries_of_the_square_about_y(records):
+    from partgen.data_pipeline.datasets import square_symmetry
+
+    turns = [square_symmetry(i) for i in range(8)]
+    for turn in turns:  # orthogonal, y kept, all 8 distinct
+        assert np.allclose(turn @ turn.T, np.eye(3)) and np.allclose(turn[:, 1], [0, 1, 0])
+    assert len({turn.round().astype(int).tobytes() for turn in turns}) == 8
+    train = ShapeRecords(records, split="train", val_fraction=0.0, num_points=600, augment=True)
+    raw = train.load(0)
+    seen = set()
+    for _ in range(24):
+        item = train[0]  # all 600 points in record order, turned by one symmetry
+        match = [i for i, t in enumerate(turns) if np.allclose(item["points"].numpy(), raw["points"] @ t.T, atol=1e-6)]
+        assert len(match) == 1 and np.allclose(item["normals"].numpy(), raw["normals"] @ turns[match[0]].T, atol=1e-6)
+        seen.add(match[0])
+    assert len(seen) >= 4
+    val = ShapeRecords(records, split="all", num_points=600, augment=True)  # not training: never turned
+    assert np.allclose(val[0]["points"].numpy(), val.load(0)["points"])

@@ -52,6 +52,8 @@ class VecSetTask:
     eval_queries:     volume queries per validation shape (a fixed subset per shape)
     eval_batch_size:  shapes per validation forward pass
     limit:            at most this many training shapes (the first by key); size.data_limit
+    augment:          turn training shapes by random symmetries of the square about the vertical
+                      axis (ShapeRecords: exact labels, 8x the poses)
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class VecSetTask:
         eval_queries: int = 8192,
         eval_batch_size: int = 4,
         limit: int | None = None,
+        augment: bool = False,
     ):
         if shell < 0 or truncation <= 0 or kl_weight < 0:
             raise ValueError(f"need shell >= 0, truncation > 0, kl_weight >= 0; got {shell}, {truncation}, {kl_weight}")
@@ -86,6 +89,7 @@ class VecSetTask:
             int(eval_batch_size),
         )
         self.limit = None if limit is None else int(limit)
+        self.augment = bool(augment)
         self._train: torch.utils.data.Dataset | None = None
         self._val: torch.utils.data.Dataset | None = None
 
@@ -102,6 +106,7 @@ class VecSetTask:
                 num_points=self.num_points,
                 num_queries=self.num_queries if train else self.eval_queries,
                 near_fraction=self.near_fraction,
+                augment=self.augment and train,
             )
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err}; {ANNOTATE_HINT}") from None
