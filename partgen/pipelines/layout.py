@@ -50,10 +50,8 @@ class LayoutGenerator:
         voxel_resolution: int = 64,
         dilation: int = 1,
     ):
-        if flow.latent_channels != vae.latent_channels:
-            raise ValueError(
-                f"the flow makes {flow.latent_channels}-channel latents, the VAE reads {vae.latent_channels}"
-            )
+        if flow.latent_channels != vae.latent_dim:
+            raise ValueError(f"the flow makes {flow.latent_channels}-channel latents, the VAE reads {vae.latent_dim}")
         self.vae, self.flow = vae, flow
         self.steps, self.guidance, self.shift = int(steps), float(guidance), float(shift)
         self.resolution, self.coarse = int(resolution), int(coarse)

@@ -1,6 +1,8 @@
 """VecSetVAE: shapes and gradients, variable L, determinism, save/load, hierarchical grid decoding
 against a dense decode, voxel coordinates and meshes from a grid, a short fit of a sphere, bad input."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -46,8 +48,10 @@ def clouds(lengths=(200, 150), seed=0):
     return pts, nrm, sharp, cu_seqlens_from_lengths(list(lengths))
 
 
-def test_forward_shapes_and_finite_gradients():
-    model = tiny()
+@pytest.mark.parametrize("query_mlp_ratio", [0.0, 2.0])
+def test_forward_shapes_and_finite_gradients(query_mlp_ratio):
+    model = tiny(query_mlp_ratio=query_mlp_ratio)
+    assert (model.query_cross.mlp is None) == (query_mlp_ratio == 0)
     pts, nrm, sharp, cu = clouds()
     queries = torch.rand(90, 3) - 0.5
     q_cu = cu_seqlens_from_lengths([50, 40])
@@ -72,6 +76,34 @@ def test_queries_mix_sharp_and_uniform_points_and_L_is_free_at_inference():
     tokens = model.decode(post.mean, post.cu_seqlens)
     values = model.query(tokens, post.cu_seqlens, torch.zeros(2, 3), cu_seqlens_from_lengths([1, 1]))
     assert torch.isfinite(values).all()
+
+
+def test_anchored_latents_lead_with_the_token_positions_outside_the_kl(tmp_path):
+    model = tiny(anchored=True)
+    pts, nrm, sharp, cu = clouds()
+    post = model.encode(pts, cu, nrm, sharp)
+    rows, _ = model.select_queries(pts, cu, 16, sharp)
+    assert model.latent_dim == 7 and post.mean.shape == (32, 7)
+    assert torch.equal(post.mean[:, :3], pts[rows])  # the encoder queries' surface points
+    z = post.sample(torch.Generator().manual_seed(0))
+    assert torch.equal(z[:, :3], pts[rows]) and not torch.equal(z[:, 3:], post.mean[:, 3:])
+    # the KL is the channels' alone: moving the anchors leaves it, moving a channel changes it
+    moved = dataclasses.replace(post, mean=post.mean + torch.tensor([0.1, 0.1, 0.1, 0, 0, 0, 0]))
+    assert torch.allclose(moved.kl(), post.kl())
+    assert not torch.allclose(dataclasses.replace(post, mean=post.mean + 0.1).kl(), post.kl())
+    # the decoder reads the positions: the same channels at other anchors decode differently
+    q, q_cu = torch.rand(20, 3) - 0.5, cu_seqlens_from_lengths([10, 10])
+    with torch.no_grad():
+        a = model.query(model.decode(post.mean, post.cu_seqlens), post.cu_seqlens, q, q_cu)
+        b = model.query(model.decode(moved.mean, post.cu_seqlens), post.cu_seqlens, q, q_cu)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match=r"\(M, 7\)"):
+        model.decode(post.mean[:, 3:], post.cu_seqlens)
+    save_model(tmp_path / "vae", model, TINY | {"anchored": True})
+    loaded = load_model(tmp_path / "vae")
+    with torch.no_grad():
+        c = loaded.query(loaded.decode(post.mean, post.cu_seqlens), post.cu_seqlens, q, q_cu)
+    assert torch.equal(a, c)
 
 
 def test_deterministic_in_eval_and_under_a_seed(tmp_path):

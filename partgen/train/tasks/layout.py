@@ -173,7 +173,7 @@ class LayoutFlowTask(FlowMatchingTask):
             images.append((image * 255).round().to(torch.uint8))
         if split == "train" and not keys:
             raise ValueError(f"no training shape in {self.records}")
-        empty = torch.zeros(0, vae.num_latents, vae.latent_channels)
+        empty = torch.zeros(0, vae.num_latents, vae.latent_dim)
         mean = torch.stack(means) if means else empty
         std = torch.stack(stds) if stds else empty
         img = torch.stack(images) if images else torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
