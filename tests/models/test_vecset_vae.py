@@ -48,10 +48,12 @@ def clouds(lengths=(200, 150), seed=0):
     return pts, nrm, sharp, cu_seqlens_from_lengths(list(lengths))
 
 
-@pytest.mark.parametrize("query_mlp_ratio", [0.0, 2.0])
-def test_forward_shapes_and_finite_gradients(query_mlp_ratio):
-    model = tiny(query_mlp_ratio=query_mlp_ratio)
-    assert (model.query_cross.mlp is None) == (query_mlp_ratio == 0)
+@pytest.mark.parametrize("options", [{}, {"query_mlp_ratio": 2.0}, {"cross_qk_norm": False}])
+def test_forward_shapes_and_finite_gradients(options):
+    model = tiny(**options)
+    assert (model.query_cross.mlp is None) == ("query_mlp_ratio" not in options)
+    normed = not isinstance(model.query_cross.attn.q_norm, torch.nn.Identity)
+    assert normed == ("cross_qk_norm" not in options)
     pts, nrm, sharp, cu = clouds()
     queries = torch.rand(90, 3) - 0.5
     q_cu = cu_seqlens_from_lengths([50, 40])
