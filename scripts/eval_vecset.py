@@ -9,7 +9,10 @@ Per val shape (the same seeded split of asset keys as training; Scopia is refuse
             at 0.01 and 0.05 against the record's normalised mesh, --compare-points each side
     voxels: the stage-2 coordinates (occupancy_to_voxels at --voxel-resolution, --dilation) ->
             IoU and recall against the record's voxels (the surface voxels the annotator made)
-    volume: IoU of the inside sets (target: sdf < shell) over the record's volume queries
+    volume: IoU of the inside sets (target: sdf < shell) over the record's volume queries, and the
+            inside profile: the share of those queries decoded inside per band of signed distance
+            in stage-2 voxels, pooled over the shapes (the target is inside below shell: 0.5 voxel
+            by default; a blurred VAE stays inside several voxels out)
 and the time to decode and extract. Prints means and writes every figure to --json.
 """
 
@@ -25,7 +28,15 @@ import numpy as np
 import torch
 
 from partgen.data_pipeline.datasets import ShapeRecords
-from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh, voxel_iou, voxel_recall
+from partgen.eval.geometry import (
+    PROFILE_EDGES,
+    chamfer_distance,
+    f_score,
+    inside_profile,
+    sample_mesh,
+    voxel_iou,
+    voxel_recall,
+)
 from partgen.models.io import load_trained
 from partgen.models.vecset_vae import VecSetVAE, extract_mesh, occupancy_to_voxels
 from partgen.structures import cu_seqlens_from_lengths
@@ -82,6 +93,7 @@ def evaluate_shape(model: VecSetVAE, ds: ShapeRecords, index: int, args) -> dict
     values = model.query(tokens, post.cu_seqlens, queries, cu_seqlens_from_lengths([len(queries)]))
     pred, truth = model.inside(values).numpy(), data["sdf"] < args.shell
     row["volume_iou"] = float((pred & truth).sum() / max((pred | truth).sum(), 1))
+    row["profile_queries"], row["profile_inside"] = (c.tolist() for c in inside_profile(pred, data["sdf"]))
     return row
 
 
@@ -126,12 +138,20 @@ def main(argv=None) -> int:
     print(f"\nVecSet VAE reconstruction on {len(rows)} {args.split} shapes of {args.records}:")
     for k, v in means.items():
         print(f"  {k:<16} {v:.4f}")
+    queries = np.sum([r["profile_queries"] for r in rows], 0)
+    inside = np.sum([r["profile_inside"] for r in rows], 0)
+    bands = [f"[{lo:g}, {hi:g})" for lo, hi in zip(PROFILE_EDGES[:-1], PROFILE_EDGES[1:], strict=True)]
+    profile = {band: round(float(i / q), 4) if q else None for band, i, q in zip(bands, inside, queries, strict=True)}
+    print("  inside share by signed distance (stage-2 voxels):")
+    for band, share in profile.items():
+        print(f"    {band:<14} {share}")
     if args.json:
         out = {
             "checkpoint": args.checkpoint,
             "records": args.records,
             "args": vars(args),
             "mean": means,
+            "inside_profile": profile,
             "shapes": rows,
         }
         Path(args.json).write_text(json.dumps(out, indent=1))

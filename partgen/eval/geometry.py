@@ -81,4 +81,32 @@ def voxel_recall(predicted: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if not b else len(a & b) / len(b)
 
 
-__all__ = ["chamfer_distance", "f_score", "nearest_distances", "sample_mesh", "voxel_iou", "voxel_recall"]
+# signed distance bands in stage-2 voxels (1/64 of the cube) for inside_profile
+PROFILE_EDGES = (-np.inf, -1.0, 0.0, 0.5, 1.0, 2.0, 4.0, 10.0, np.inf)
+
+
+def inside_profile(
+    inside: np.ndarray, sdf: np.ndarray, voxel: float = 1.0 / 64, edges=PROFILE_EDGES
+) -> tuple[np.ndarray, np.ndarray]:
+    """How sharp a decoded occupancy is: (queries, predicted-inside queries) per band of signed
+    distance sdf / voxel between consecutive edges (len(edges) - 1 bands each). A sharp model's
+    inside share (the ratio) falls from 1 to 0 across the target's level; a blurred one stays high
+    for bands well outside it."""
+    inside, sdf = np.asarray(inside, bool).ravel(), np.asarray(sdf, np.float64).ravel()
+    if inside.shape != sdf.shape:
+        raise ValueError(f"inside ({inside.size}) and sdf ({sdf.size}) must hold one value per query")
+    band = np.digitize(sdf / voxel, np.asarray(edges[1:-1], np.float64))
+    bands = len(edges) - 1
+    return np.bincount(band, minlength=bands), np.bincount(band, weights=inside, minlength=bands).astype(np.int64)
+
+
+__all__ = [
+    "PROFILE_EDGES",
+    "chamfer_distance",
+    "f_score",
+    "inside_profile",
+    "nearest_distances",
+    "sample_mesh",
+    "voxel_iou",
+    "voxel_recall",
+]

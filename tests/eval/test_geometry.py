@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh, voxel_iou, voxel_recall
+from partgen.eval.geometry import chamfer_distance, f_score, inside_profile, sample_mesh, voxel_iou, voxel_recall
 
 
 def test_chamfer_and_f_score_of_a_shifted_cloud():
@@ -35,3 +35,14 @@ def test_voxel_iou_and_recall():
     assert voxel_iou(a, b) == pytest.approx(2 / 5)
     assert voxel_recall(a, b) == pytest.approx(2 / 4)
     assert voxel_iou(np.zeros((0, 3)), np.zeros((0, 3))) == 1.0
+
+
+def test_inside_profile_counts_queries_and_inside_ones_per_distance_band():
+    voxel = 1.0 / 64
+    sdf = np.array([-1.5, -0.5, -0.3, 0.2, 0.7, 1.5, 1.5, 3.0, 7.0, 50.0]) * voxel
+    inside = np.array([1, 1, 1, 1, 0, 1, 0, 0, 0, 0], bool)
+    total, got = inside_profile(inside, sdf, voxel, edges=(-np.inf, -1.0, 0.0, 0.5, 1.0, 2.0, 4.0, 10.0, np.inf))
+    assert total.tolist() == [1, 2, 1, 1, 2, 1, 1, 1]
+    assert got.tolist() == [1, 2, 1, 0, 1, 0, 0, 0]
+    with pytest.raises(ValueError, match="one value per query"):
+        inside_profile(inside[:3], sdf, voxel)
