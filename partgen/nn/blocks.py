@@ -185,6 +185,9 @@ class AdaLNBlock(nn.Module):
         def rows(t: torch.Tensor, span: slice) -> torch.Tensor:  # per-row modulation, or one broadcast row
             return t if t.shape[0] == 1 else t[span]
 
+        def mlp_step(y: torch.Tensor, span: slice) -> torch.Tensor:  # the gated MLP residual of these rows
+            return torch.addcmul(y, rows(gate2, span), self._mlp(y, rows(shift2, span), rows(scale2, span)))
+
         q, k, v = (x.new_empty(n, heads, head_dim) for _ in range(3))
         for span in spans:
             h = torch.addcmul(rows(shift1, span), self.norm1(x[span]), 1 + rows(scale1, span))
@@ -193,15 +196,11 @@ class AdaLNBlock(nn.Module):
         out = torch.empty_like(x)
         for span in spans:
             y = torch.addcmul(x[span], rows(gate1, span), self.attn.proj(attended[span]))
-            if self.cross is None:  # the MLP on the same rows while they are in cache
-                y = torch.addcmul(y, rows(gate2, span), self._mlp(y, rows(shift2, span), rows(scale2, span)))
-            out[span] = y
+            out[span] = y if self.cross is not None else mlp_step(y, span)  # MLP while the rows are in cache
         if self.cross is not None:
             out = out + self.cross(self.norm2(out), cross_groups or groups, context, context_groups)
             for span in spans:
-                out[span] = torch.addcmul(
-                    out[span], rows(gate2, span), self._mlp(out[span], rows(shift2, span), rows(scale2, span))
-                )
+                out[span] = mlp_step(out[span], span)
         return out
 
 
