@@ -15,6 +15,17 @@ Besides the cross-attention, the mean of the image tokens joins the timestep in 
 conditioning (pooled_image), a short path from the image to every block (cf. TRELLIS, SD3's
 pooled text embedding).
 
+With moment_head, an MLP on the same pooled image token predicts the moments of the shape's
+standardised latent set (set_moments: per channel, the mean and the std over its L rows; for an
+anchored VAE the xyz std are the shape's extents). LayoutFlowTask trains it as an auxiliary
+target: the flow-matching loss alone hardly depends on the image (the set's per-token noise swamps
+the per-shape differences), so the encoder it trains learns little; the moment target makes the
+pooled image, which conditions every block, carry the shape's proportions. With
+moment_condition as well, the moments themselves join the adaLN conditioning (a linear map): the
+true moments of the training set (teacher forcing; the task passes shape_moments), the head's
+prediction when sampling, none for a dropped image. The flow is then p(latents | image, moments)
+after p(moments | image), and the generated set follows the moments it is given.
+
 Latents are standardised before the flow sees them (partgen.diffusion.flow.LatentStatistics:
 per-channel buffers saved with the weights, measured on the training set once) and
 un-standardised on the way out.
@@ -38,6 +49,9 @@ class LayoutFlow(LatentStatistics, nn.Module):
     image_encoder:   a module images (B, 3, S, S) -> ((B T, D_img) tokens, cu_seqlens) with out_dim
     freq_channels:   sinusoidal channels of the timestep (t in [0, 1] scaled by 1000)
     pooled_image:    add a projection of the mean image token to the adaLN conditioning
+    moment_head:     an MLP from the mean image token to the set's moments (set_moments), trained
+                     as an auxiliary target (forward(..., moments=True))
+    moment_condition: condition every block on the moments (needs moment_head; module docstring)
     """
 
     def __init__(
@@ -50,8 +64,12 @@ class LayoutFlow(LatentStatistics, nn.Module):
         mlp_ratio: float = 4.0,
         freq_channels: int = 256,
         pooled_image: bool = True,
+        moment_head: bool = False,
+        moment_condition: bool = False,
     ):
         super().__init__()
+        if moment_condition and not moment_head:
+            raise ValueError("moment_condition needs moment_head (the moments come from the image when sampling)")
         self.latent_channels = int(latent_channels)
         self.image_encoder = image_encoder
         ctx = int(image_encoder.out_dim)
@@ -60,6 +78,12 @@ class LayoutFlow(LatentStatistics, nn.Module):
         self.proj_in = nn.Linear(latent_channels, width)
         self.time = TimestepEmbedding(width, freq_channels)
         self.image_pool = nn.Linear(ctx, width) if pooled_image else None
+        self.moment_head = (
+            nn.Sequential(nn.Linear(ctx, width), nn.GELU(), nn.Linear(width, 2 * latent_channels))
+            if moment_head
+            else None
+        )
+        self.moment_embed = nn.Linear(2 * latent_channels, width) if moment_condition else None
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, ctx, mlp_ratio) for _ in range(depth))
         self.out = AdaLNOutput(width, latent_channels)
         self._init_latent_statistics(latent_channels)
@@ -79,11 +103,17 @@ class LayoutFlow(LatentStatistics, nn.Module):
         images: torch.Tensor | None = None,
         drop: torch.Tensor | None = None,
         context: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+        moments: bool = False,
+        shape_moments: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Velocity (M, C) at standardised latents x (M, C) of B shapes at times t (B,) in [0, 1].
 
         images (B, 3, S, S), or context = encode_images(images) computed once (sampling reuses it);
         drop (B,) bool: shapes that see the null image instead (classifier-free guidance).
+        moments: also return the moment head's (B, 2 C) prediction from each shape's own image
+        (dropped or not), as (velocity, moments).
+        shape_moments (B, 2 C): the moments a moment_condition flow is conditioned on (training: the
+        true ones); None: the head's prediction.
         """
         if x.dim() != 2 or x.shape[1] != self.latent_channels:
             raise ValueError(f"x must be (M, {self.latent_channels}), got {tuple(x.shape)}")
@@ -98,6 +128,10 @@ class LayoutFlow(LatentStatistics, nn.Module):
         tokens, ctx_cu = context
         if ctx_cu.numel() != cu_seqlens.numel():
             raise ValueError(f"{ctx_cu.numel() - 1} images for {b} shapes")
+        if moments and self.moment_head is None:
+            raise ValueError("this LayoutFlow has no moment head (moment_head=False)")
+        need = moments or (self.moment_embed is not None and shape_moments is None)
+        predicted = self.moment_head(pooled_context(tokens, ctx_cu)) if need else None
         if drop is not None and bool(drop.any()):
             owner = batch_index(ctx_cu).to(tokens.device)  # (B T,) which image each token belongs to
             tokens = torch.where(drop.to(tokens.device)[owner, None], self.context_norm(self.null_image)[None], tokens)
@@ -105,11 +139,18 @@ class LayoutFlow(LatentStatistics, nn.Module):
         cond = self.time(t)  # (B, D): the adaLN maps run per shape
         if self.image_pool is not None:
             cond = cond + self.image_pool(pooled_context(tokens, ctx_cu))
+        if self.moment_embed is not None:
+            given = predicted if shape_moments is None else shape_moments.to(x.device, torch.float32)
+            if given.shape != (b, 2 * self.latent_channels):
+                raise ValueError(f"shape_moments must be ({b}, {2 * self.latent_channels}), got {tuple(given.shape)}")
+            embedded = self.moment_embed(given)
+            cond = cond + (embedded if drop is None else embedded * (~drop.to(x.device))[:, None])
         groups, ctx_groups = groups_from_cu_seqlens(cu_seqlens), groups_from_cu_seqlens(ctx_cu)
         h = self.proj_in(x)
         for block in self.blocks:
             h = block(h, cond, groups, tokens, ctx_groups, owner=owner)
-        return self.out(h, cond, owner)
+        v = self.out(h, cond, owner)
+        return (v, predicted) if moments else v
 
     # --- sampling -----------------------------------------------------------------------------------
 
@@ -143,4 +184,12 @@ class LayoutFlow(LatentStatistics, nn.Module):
         return self.unstandardise(x), cu
 
 
-__all__ = ["LayoutFlow"]
+def set_moments(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """(M, C) rows of B sets -> (B, 2 C): each set's per-channel mean, then its per-channel std."""
+    mean = pooled_context(x, cu_seqlens)
+    owner = batch_index(cu_seqlens).to(x.device)
+    var = pooled_context((x - mean[owner]) ** 2, cu_seqlens)
+    return torch.cat([mean, var.clamp_min(1e-12).sqrt()], dim=1)
+
+
+__all__ = ["LayoutFlow", "set_moments"]

@@ -150,3 +150,60 @@ def test_posterior_means_are_fixed_targets(setup):
     assert torch.equal(train[0]["latents"], train[0]["latents"]) and torch.equal(train[0]["latents"], train.mean[0])
     with pytest.raises(ValueError, match="posterior"):
         task_for(setup, posterior="mode")
+
+
+def test_set_moments_are_each_sets_mean_and_std():
+    from partgen.models.layout_flow import set_moments
+    from partgen.structures import cu_seqlens_from_lengths
+
+    a, b = torch.randn(5, 3), torch.randn(9, 3) * 2 + 1
+    moments = set_moments(torch.cat([a, b]), cu_seqlens_from_lengths([5, 9]))
+    expected = [torch.cat([s.mean(0), s.std(0, unbiased=False)]) for s in (a, b)]
+    assert torch.allclose(moments, torch.stack(expected), atol=1e-5)
+
+
+@pytest.mark.parametrize("condition", [False, True], ids=["auxiliary", "conditioning"])
+def test_the_moment_head_learns_the_sets_moments_and_evaluate_scores_generation(setup, condition):
+    anchored = VAE | {"anchored": True}
+    torch.manual_seed(0)
+    save_model(setup / "vae_anchored", instantiate(anchored), anchored)
+    task = LayoutFlowTask(
+        setup,
+        vae=str(setup / "vae_anchored"),
+        image_size=32,
+        num_points=256,
+        val_fraction=0.5,
+        moment_weight=1.0,
+        eval_sample_steps=2,
+        drop_image=0.0,
+    )
+    train = task.train_dataset()
+    torch.manual_seed(0)
+    model = instantiate(FLOW | {"latent_channels": 7, "moment_head": True, "moment_condition": condition})
+    task.prepare(model)
+    with pytest.raises(ValueError, match="no moment head"):
+        instantiate(FLOW)(
+            torch.zeros(8, 4), torch.tensor([0, 8]), torch.zeros(1), torch.zeros(1, 3, 32, 32), moments=True
+        )
+    batch = task.collate([train[i] for i in range(len(train))])
+
+    @torch.no_grad()
+    def moment_error() -> float:
+        from partgen.models.layout_flow import set_moments
+
+        x0 = model.standardise(batch["latents"])
+        _, predicted = model(x0, batch["cu_seqlens"], torch.zeros(len(train)), batch["images"], moments=True)
+        return float(((predicted - set_moments(x0, batch["cu_seqlens"])) ** 2).mean())
+
+    before = moment_error()
+    opt = torch.optim.AdamW(model.parameters(), 2e-3)
+    for _ in range(60):
+        torch.manual_seed(1)
+        loss, _ = task.training_step(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert moment_error() < 0.2 * before
+    metrics = task.evaluate(model.eval())
+    assert set(metrics) == {"loss", "loss_null", "moment_mse", "moment_r", "extent_r"}
+    assert np.isfinite(metrics["moment_mse"]) and -1.0 <= metrics["extent_r"] <= 1.0
