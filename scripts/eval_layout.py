@@ -7,7 +7,9 @@ For each val shape of the records (the seeded split of asset keys the trainers u
 for a held-out library's own folder, e.g. Scopia annotated apart) the icon goes through
 LayoutGenerator; the generated coordinates are scored against the record's voxels (IoU and recall:
 stage 2 can only refine voxels it is given), the coarse mesh against the record's mesh (Chamfer,
-F-score at 0.05), with the seconds of each stage. Prints means; --json keeps every shape.
+F-score at 0.05), with the seconds of each stage. Whether the layouts follow the icons: the
+correlation across shapes of the generated and the true voxels' extent along each axis (2-98%
+percentile span; about 0 when the image is ignored). Prints means; --json keeps every shape.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh, voxel_
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
+
+
+def extent(coords: np.ndarray) -> list[float]:
+    """(N, 3) voxel coordinates -> their 2-98% percentile span per axis (NaN when empty)."""
+    if not len(coords):
+        return [float("nan")] * 3
+    return (np.percentile(coords, 98, axis=0) - np.percentile(coords, 2, axis=0)).tolist()
 
 
 def main(argv=None) -> int:
@@ -78,6 +87,8 @@ def main(argv=None) -> int:
             "true_voxels": len(truth_voxels),
             "voxel_iou": voxel_iou(layout.voxels.numpy(), truth_voxels),
             "voxel_recall": voxel_recall(layout.voxels.numpy(), truth_voxels),
+            "extent": extent(layout.voxels.numpy()),
+            "true_extent": extent(truth_voxels),
         }
         vertices, faces = extract_mesh(layout.grid)
         with np.load(Path(ref.path) / "mesh.npz") as z:
@@ -100,6 +111,13 @@ def main(argv=None) -> int:
     keys = ["voxel_iou", "voxel_recall", "chamfer", "f_score_0.05", "flow_s", "decode_s", "voxels_s"]
     means = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
     means["empty_layouts"] = sum(1 for r in rows if r["voxels"] == 0)
+    spans = np.array([r["extent"] for r in rows if r["voxels"]])
+    true_spans = np.array([r["true_extent"] for r in rows if r["voxels"]])
+    for axis, name in enumerate("xyz"):
+        ok = len(spans) > 2 and spans[:, axis].std() > 0 and true_spans[:, axis].std() > 0
+        means[f"extent_r_{name}"] = (
+            float(np.corrcoef(spans[:, axis], true_spans[:, axis])[0, 1]) if ok else float("nan")
+        )
     print(
         f"\nStage 1 layouts for {len(rows)} {args.split} icons of {args.records} ({args.steps} steps, cfg {args.guidance}):"
     )
