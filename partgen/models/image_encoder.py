@@ -5,6 +5,9 @@ Legend: B images, H x W pixels, P patch side, T tokens per image, D width.
     ViTEncoder     a small Vision Transformer trained from scratch with the generator (patches of
                    P x P pixels, a learned position per patch, pre-norm blocks through partgen's
                    attention). T = (H / P) (W / P). What the CPU configs use.
+    CNNEncoder     a small residual CNN trained from scratch (a stride-2 stem, then residual blocks
+                   and stride-2 convolutions down to one token per P x P patch): the locality prior
+                   a ViT lacks, for the few hundred icons of the CPU configs.
     DinoV2Encoder  a frozen pretrained DINOv2 (Oquab et al. 2023) through `transformers`, read from a
                    local folder (no hub at run time): its last hidden states (CLS + patches).
 
@@ -15,6 +18,7 @@ expanded, the longest side fitted into S with the aspect ratio kept (padded with
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +113,73 @@ class ViTEncoder(nn.Module):
         return self.norm(x), cu
 
 
+class ResidualConvBlock(nn.Module):
+    """x + conv(SiLU(GroupNorm(conv(SiLU(GroupNorm(x)))))), the second conv zero-initialised."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        groups = math.gcd(8, channels)
+        self.body = nn.Sequential(
+            nn.GroupNorm(groups, channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(groups, channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class CNNEncoder(nn.Module):
+    """(B, 3, S, S) images in [0, 1] -> ((B T, D) tokens, (B+1,) cu_seqlens), T = (S / P)^2 (module docstring).
+
+    base: channels after the stem, doubled at each stride-2 step up to `width`; blocks: residual
+    blocks at each resolution.
+    """
+
+    def __init__(self, image_size: int = 128, patch_size: int = 16, width: int = 256, base: int = 32, blocks: int = 1):
+        super().__init__()
+        steps = int(round(math.log2(patch_size)))
+        if patch_size < 2 or 2**steps != patch_size or image_size % patch_size:
+            raise ValueError(
+                f"patch_size must be a power of 2 >= 2 dividing image_size, got {patch_size} / {image_size}"
+            )
+        self.image_size, self.patch_size, self.width = image_size, patch_size, width
+        self.num_tokens = (image_size // patch_size) ** 2
+        chans = [min(width, base * 2**i) for i in range(steps)]
+        layers: list[nn.Module] = [nn.Conv2d(3, chans[0], 3, stride=2, padding=1)]
+        for i in range(steps - 1):
+            layers += [ResidualConvBlock(chans[i]) for _ in range(blocks)]
+            layers.append(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1))
+        layers += [ResidualConvBlock(chans[-1]) for _ in range(blocks)]
+        layers += [nn.GroupNorm(math.gcd(8, chans[-1]), chans[-1]), nn.SiLU()]
+        self.net = nn.Sequential(*layers)
+        self.proj = nn.Linear(chans[-1], width)
+        self.pos = nn.Parameter(torch.randn(self.num_tokens, width) * 0.02)
+        self.norm = nn.LayerNorm(width)
+
+    @property
+    def out_dim(self) -> int:
+        return self.width
+
+    @property
+    def patch_grid(self) -> int:
+        """Patches per image side (the tokens are the row-major cells of the last feature map)."""
+        return self.image_size // self.patch_size
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.dim() != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
+            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
+        b = images.shape[0]
+        x = self.net((images - 0.5) / 0.5).flatten(2).transpose(1, 2)  # (B, T, C)
+        x = self.norm(self.proj(x) + self.pos).reshape(b * self.num_tokens, self.width)
+        return x, cu_seqlens_from_lengths([self.num_tokens] * b, device=images.device)
+
+
 class DinoV2Encoder(nn.Module):
     """A frozen DINOv2 from a local folder (transformers' AutoModel): CLS + patch tokens of the last layer."""
 
@@ -144,4 +215,4 @@ class DinoV2Encoder(nn.Module):
         return hidden.reshape(b * t, d), cu_seqlens_from_lengths([t] * b, device=images.device)
 
 
-__all__ = ["DinoV2Encoder", "ImageError", "ViTEncoder", "image_tensor", "load_image"]
+__all__ = ["CNNEncoder", "DinoV2Encoder", "ImageError", "ViTEncoder", "image_tensor", "load_image"]

@@ -159,3 +159,27 @@ def test_a_moment_conditioned_flow_follows_the_moments_it_is_given():
         model(x, cu, t, images=images, shape_moments=torch.zeros(2, 4))
     with pytest.raises(ValueError, match="needs moment_head"):
         LayoutFlow(ViTEncoder(32, 8, 32, 1, 4), latent_channels=4, width=32, heads=4, moment_condition=True)
+
+
+def test_the_cnn_encoder_gives_one_token_per_patch_from_its_own_image():
+    from partgen.models.image_encoder import CNNEncoder
+
+    torch.manual_seed(0)
+    encoder = CNNEncoder(image_size=32, patch_size=8, width=24, base=8)
+    for p in encoder.parameters():  # leave the zero-initialised residual branches: they would test nothing
+        torch.nn.init.normal_(p, std=0.2) if p.dim() > 1 else None
+    images = torch.rand(2, 3, 32, 32)
+    tokens, cu = encoder(images)
+    assert tokens.shape == (32, 24) and cu.tolist() == [0, 16, 32] and encoder.patch_grid == 4
+    other = images.clone()
+    other[1, :, :8, :8] = 0.0  # a corner of image 1: its first token changes, image 0's tokens do not
+    changed, _ = encoder(other)
+    assert torch.allclose(changed[:16], tokens[:16], atol=1e-6)
+    assert not torch.allclose(changed[16], tokens[16], atol=1e-4)
+    changed.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
+    model = LayoutFlow(encoder, latent_channels=4, width=32, depth=1, heads=4)  # what the flow needs of it
+    assert model(torch.randn(10, 4), cu_seqlens_from_lengths([4, 6]), torch.rand(2), images=images).shape == (10, 4)
+    for size, patch in ((30, 8), (32, 6), (32, 1)):
+        with pytest.raises(ValueError, match="power of 2"):
+            CNNEncoder(image_size=size, patch_size=patch)
