@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--coarse", type=int, default=32)
     ap.add_argument("--voxel-resolution", type=int, default=64)
     ap.add_argument("--dilation", type=int, default=1)
+    ap.add_argument("--coordinates", default="surface", choices=["surface", "anchors"])
+    ap.add_argument("--anchor-band", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-points", type=int, default=20000)
     ap.add_argument("--json", default=None)
@@ -64,6 +66,8 @@ def main(argv=None) -> int:
             coarse=args.coarse,
             voxel_resolution=args.voxel_resolution,
             dilation=args.dilation,
+            coordinates=args.coordinates,
+            anchor_band=args.anchor_band,
         )
         ds = ShapeRecords(args.records, split=args.split, val_fraction=args.val_fraction)
     except (FileNotFoundError, ValueError, RuntimeError) as err:

@@ -426,6 +426,25 @@ def occupancy_to_voxels(grid: GridValues, resolution: int = 64, dilation: int = 
     return torch.nonzero(active).to(torch.int32)
 
 
+def anchor_voxels(anchors: torch.Tensor, resolution: int = 64, band: int = 3) -> torch.Tensor:
+    """Stage-2 voxel coordinates from an anchored VAE's latent rows: (N, 3) int32 xyz, the voxels
+    within `band` voxels (a cube) of an anchor, the surface point each token stands for.
+
+    anchors: (L, 3+) rows whose first three channels are positions in the normalised cube (the
+    latents' anchor channels); voxel index floor((p + 0.5) * resolution), clamped into the grid.
+    """
+    if anchors.dim() != 2 or anchors.shape[1] < 3:
+        raise ValueError(f"anchors must be (L, 3+), got {tuple(anchors.shape)}")
+    if not torch.isfinite(anchors[:, :3]).all():
+        raise ValueError("anchors hold NaN or inf")
+    index = ((anchors[:, :3].float() + 0.5) * resolution).floor().long().clamp(0, resolution - 1)
+    active = torch.zeros(resolution, resolution, resolution, device=anchors.device)
+    active[index[:, 0], index[:, 1], index[:, 2]] = 1.0
+    if band > 0:
+        active = F.max_pool3d(active[None, None], 2 * band + 1, stride=1, padding=band)[0, 0]
+    return torch.nonzero(active > 0).to(torch.int32)
+
+
 def extract_mesh(grid: GridValues) -> tuple:
     """Marching cubes of the zero level: ((V, 3) float64 vertices in the normalised cube, (F, 3) int64 faces)."""
     import mcubes
@@ -446,6 +465,7 @@ __all__ = [
     "GridValues",
     "Posterior",
     "VecSetVAE",
+    "anchor_voxels",
     "extract_mesh",
     "occupancy_to_voxels",
 ]

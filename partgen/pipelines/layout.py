@@ -9,6 +9,14 @@ them; EMA weights preferred) and runs, for one image:
     vae.decode_grid   the occupancy on an R^3 grid, hierarchically (coarse first, refined at the surface)
     occupancy_to_voxels  the stage-2 coordinates at `voxel_resolution`, dilated by `dilation`
 and reports the time of each. The grid also gives a coarse mesh (vecset_vae.extract_mesh).
+
+coordinates="anchors" (an anchored VAE only) takes the stage-2 coordinates from the generated
+latents' anchors instead (vecset_vae.anchor_voxels: the voxels within `anchor_band` of an anchor):
+the layout VAE decodes a blur whose 0.5 level lies several voxels outside the surface, while its
+anchors are surface points. On the 48 val shapes' own latents (posterior means of the anchored
+layout VAE) the surface crossing gives voxel IoU 0.04 / recall 0.32 with 59k voxels, a band of 2
+gives 0.27 / 0.74 with 19k, a band of 3 0.21 / 0.90 with 38k. The default stays "surface": the
+bundled stage 2 was trained on thin surface voxels.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import torch
 
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import LayoutFlow
-from partgen.models.vecset_vae import GridValues, VecSetVAE, occupancy_to_voxels
+from partgen.models.vecset_vae import GridValues, VecSetVAE, anchor_voxels, occupancy_to_voxels
 
 
 @dataclasses.dataclass
@@ -36,7 +44,8 @@ class Layout:
 
 class LayoutGenerator:
     """See the module docstring. steps, guidance, shift: of the flow sampler; resolution, coarse:
-    of the occupancy grid; voxel_resolution, dilation: of the stage-2 coordinates."""
+    of the occupancy grid; voxel_resolution, dilation: of the stage-2 coordinates; coordinates:
+    "surface" (the decoded surface's voxels) or "anchors" (within anchor_band voxels of an anchor)."""
 
     def __init__(
         self,
@@ -49,7 +58,14 @@ class LayoutGenerator:
         coarse: int = 32,
         voxel_resolution: int = 64,
         dilation: int = 1,
+        coordinates: str = "surface",
+        anchor_band: int = 3,
     ):
+        if coordinates not in ("surface", "anchors"):
+            raise ValueError(f"coordinates must be 'surface' or 'anchors', got {coordinates!r}")
+        if coordinates == "anchors" and not vae.anchored:
+            raise ValueError("coordinates='anchors' needs an anchored layout VAE (its latents lead with positions)")
+        self.coordinates, self.anchor_band = coordinates, int(anchor_band)
         if flow.latent_channels != vae.latent_dim:
             raise ValueError(f"the flow makes {flow.latent_channels}-channel latents, the VAE reads {vae.latent_dim}")
         self.vae, self.flow = vae, flow
@@ -91,7 +107,10 @@ class LayoutGenerator:
         grid = self.vae.decode_grid(self.vae.decode(latents, cu), resolution=self.resolution, coarse=self.coarse)
         times["decode_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        voxels = occupancy_to_voxels(grid, self.voxel_resolution, self.dilation)
+        if self.coordinates == "anchors":
+            voxels = anchor_voxels(latents, self.voxel_resolution, self.anchor_band)
+        else:
+            voxels = occupancy_to_voxels(grid, self.voxel_resolution, self.dilation)
         times["voxels_s"] = time.perf_counter() - t0
         return Layout(latents, grid, voxels, times)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from partgen.models.io import load_model, save_model
-from partgen.models.vecset_vae import GridValues, VecSetVAE, extract_mesh, occupancy_to_voxels
+from partgen.models.vecset_vae import GridValues, VecSetVAE, anchor_voxels, extract_mesh, occupancy_to_voxels
 from partgen.structures import cu_seqlens_from_lengths
 
 TINY = {
@@ -185,6 +185,19 @@ def test_voxels_and_mesh_from_a_grid():
         occupancy_to_voxels(grid, 48)
     empty = extract_mesh(GridValues(-torch.ones(11, 11, 11), 8, 0))
     assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
+
+
+def test_anchor_voxels_are_the_band_around_the_anchor_points():
+    # two anchors, one in voxel (2, 2, 2) of 8, one at the cube's corner (clamped into voxel 7)
+    anchors = torch.tensor([[-0.5 + 2.5 / 8, -0.5 + 2.5 / 8, -0.5 + 2.5 / 8, 9.0], [0.6, 0.6, 0.6, -9.0]])
+    assert set(map(tuple, anchor_voxels(anchors, 8, band=0).tolist())) == {(2, 2, 2), (7, 7, 7)}
+    band = anchor_voxels(anchors, 8, band=1)
+    cube = {(2 + i, 2 + j, 2 + k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)}
+    corner = {(7 - i, 7 - j, 7 - k) for i in (0, 1) for j in (0, 1) for k in (0, 1)}
+    assert band.dtype == torch.int32 and set(map(tuple, band.tolist())) == cube | corner
+    for bad, reason in ((torch.zeros(4, 2), r"\(L, 3\+\)"), (torch.full((2, 3), float("nan")), "NaN")):
+        with pytest.raises(ValueError, match=reason):
+            anchor_voxels(bad, 8)
 
 
 def test_a_short_fit_encodes_a_sphere_to_the_right_voxels():
