@@ -120,7 +120,7 @@ def test_partgen_train_runs_layout_flow_and_ships_the_statistics_with_the_ema_we
         "model.freq_channels=32",
         "model.image_encoder.image_size=32",
         "model.image_encoder.patch_size=8",
-        "model.image_encoder.depth=1",
+        "model.image_encoder.base=8",
         f"task.records={setup}",
         f"task.vae={setup / 'vae'}",
         "task.num_points=256",
@@ -138,7 +138,7 @@ def test_partgen_train_runs_layout_flow_and_ships_the_statistics_with_the_ema_we
     summary = run(cfg)
     assert summary["step"] == 4
     shipped = load_model(tmp_path / "run" / "model")
-    fresh = instantiate(FLOW)
+    fresh = instantiate(FLOW | {"moment_head": True})
     task_for(setup, posterior=cfg.task.posterior).prepare(fresh)  # the experiment's posterior (means)
     # prepare() ran before the EMA copy was made: the exported EMA weights hold the exact statistics
     assert torch.equal(shipped.latent_mean, fresh.latent_mean) and torch.equal(shipped.latent_std, fresh.latent_std)
