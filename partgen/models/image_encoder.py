@@ -77,7 +77,30 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
         raise ImageError(f"{path}: not a readable image ({' '.join(str(err).split())})") from None
 
 
-class ViTEncoder(nn.Module):
+class PatchTokenEncoder(nn.Module):
+    """What the encoders trained from scratch share: square S-pixel images -> one D-wide token per
+    P x P patch, row-major (patch_grid per side)."""
+
+    image_size: int
+    patch_size: int
+    width: int
+
+    @property
+    def out_dim(self) -> int:
+        return self.width
+
+    @property
+    def patch_grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    def check(self, images: torch.Tensor) -> int:
+        """The batch size of (B, 3, S, S) images; ValueError for any other shape."""
+        if images.dim() != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
+            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
+        return images.shape[0]
+
+
+class ViTEncoder(PatchTokenEncoder):
     """(B, 3, S, S) images in [0, 1] -> ((B T, D) tokens, (B+1,) cu_seqlens). See the module docstring."""
 
     def __init__(self, image_size: int = 128, patch_size: int = 16, width: int = 256, depth: int = 4, heads: int = 8):
@@ -91,19 +114,8 @@ class ViTEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(width, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 
-    @property
-    def out_dim(self) -> int:
-        return self.width
-
-    @property
-    def patch_grid(self) -> int:
-        """Patches per image side (the tokens are the row-major patches)."""
-        return self.image_size // self.patch_size
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if images.dim() != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
-            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
-        b = images.shape[0]
+        b = self.check(images)
         x = self.patch((images - 0.5) / 0.5).flatten(2).transpose(1, 2) + self.pos  # (B, T, D)
         x = x.reshape(b * self.num_tokens, self.width)
         cu = cu_seqlens_from_lengths([self.num_tokens] * b, device=images.device)
@@ -134,7 +146,7 @@ class ResidualConvBlock(nn.Module):
         return x + self.body(x)
 
 
-class CNNEncoder(nn.Module):
+class CNNEncoder(PatchTokenEncoder):
     """(B, 3, S, S) images in [0, 1] -> ((B T, D) tokens, (B+1,) cu_seqlens), T = (S / P)^2 (module docstring).
 
     base: channels after the stem, doubled at each stride-2 step up to `width`; blocks: residual
@@ -162,19 +174,8 @@ class CNNEncoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(self.num_tokens, width) * 0.02)
         self.norm = nn.LayerNorm(width)
 
-    @property
-    def out_dim(self) -> int:
-        return self.width
-
-    @property
-    def patch_grid(self) -> int:
-        """Patches per image side (the tokens are the row-major cells of the last feature map)."""
-        return self.image_size // self.patch_size
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if images.dim() != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
-            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
-        b = images.shape[0]
+        b = self.check(images)
         x = self.net((images - 0.5) / 0.5).flatten(2).transpose(1, 2)  # (B, T, C)
         x = self.norm(self.proj(x) + self.pos).reshape(b * self.num_tokens, self.width)
         return x, cu_seqlens_from_lengths([self.num_tokens] * b, device=images.device)
