@@ -242,20 +242,26 @@ class PartGenerator:
         steps: int = 25,
         guidance: float = 3.0,
         layout_steps: int = 25,
+        layout_guidance: float | None = None,
         dilation: int = 0,
         device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
         """Load a model set (None: the bundled one); parts "learned" (segmenter: a checkpoint, None the
         bundled segmenter) or "geometric"; steps (stage 2) and layout_steps (stage 1: its layouts
-        need them, few steps give ragged ones) of the samplers, guidance for both; dilation of the
+        need them, few steps give ragged ones) of the samplers; guidance of stage 2, and of stage 1
+        too unless layout_guidance is given; dilation of the
         layout's voxels (0: the voxels the surface crosses, as stage 2 was trained on); device: where
         the models run (None: cuda when available, else cpu)."""
         folder = resolve_models(folder)
         if parts not in ("learned", "geometric"):
             raise ValueError(f"parts must be 'learned' or 'geometric', got {parts!r}")
         layout = LayoutGenerator.from_checkpoints(
-            folder / "layout_vae", folder / "layout_flow", steps=layout_steps, guidance=guidance, dilation=dilation
+            folder / "layout_vae",
+            folder / "layout_flow",
+            steps=layout_steps,
+            guidance=guidance if layout_guidance is None else layout_guidance,
+            dilation=dilation,
         )
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         layout.vae.to(device), layout.flow.to(device)
@@ -497,6 +503,7 @@ def main(cfg) -> int:
             steps=steps,
             guidance=guidance,
             layout_steps=int(cfg.get("layout_steps", 25)),
+            layout_guidance=None if cfg.get("layout_cfg") is None else float(cfg.layout_cfg),
             max_parts=max_parts,
             max_group=int(cfg.get("max_group", 2048)),
             mesh_subdiv=cfg.get("mesh_subdiv"),
@@ -514,6 +521,7 @@ def main(cfg) -> int:
             "steps": steps,
             "layout_steps": int(cfg.get("layout_steps", 25)),
             "cfg": guidance,
+            "layout_cfg": generator.layout.guidance,
             "parts": method,
         }
         settings["layout"] = str(layout) if layout else "stage 1"

@@ -77,10 +77,11 @@ def test_same_seed_same_mesh_and_a_global_bf16_run(tmp_path, generated):
     b = trimesh.load(tmp_path / "again" / "mesh.obj", process=False)
     assert np.allclose(a.vertices, b.vertices)
     out = tmp_path / "global"
-    assert main(config(TRAINING_ICON, out, schedule="global", parts="geometric", precision="bf16")) == 0
+    assert main(config(TRAINING_ICON, out, schedule="global", parts="geometric", precision="bf16", layout_cfg=1.5)) == 0
     report = json.loads((out / "report.json").read_text())
     settings = report["settings"]
     assert settings["schedule"] == "global" and settings["parts"] == "geometric" and settings["precision"] == "bf16"
+    assert settings["layout_cfg"] == 1.5 and settings["cfg"] == 3.0  # stage 1 has its own guidance
     assert len(trimesh.load(out / "mesh.obj", process=False).faces) > 100
     with pytest.raises(ValueError, match="precision"):
         PartGenerator.from_folder(precision="fp16")
