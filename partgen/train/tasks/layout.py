@@ -18,9 +18,17 @@ near the prior) in the model (LayoutFlow.set_latent_stats) before the optimiser 
 logit-normal, x_t = (1 - t) x_0 + t eps on standardised latents, the model predicts eps - x_0 (MSE);
 a `drop_image` share of the shapes sees the null image (classifier-free guidance).
 
+With moment_weight > 0 (the model needs moment_head) the step adds the MSE of the moments the
+image predicts for the shape's standardised latent set (layout_flow.set_moments), for the shapes
+that see their image: the flow-matching loss alone barely depends on the image (on the anchored
+layout VAE, 3000 steps: val loss 0.7786 with the icon, 0.7792 without), so the encoder it trains
+learns little, and the generated sets' extents did not follow the icons (extent_r 0.04 below).
+
 evaluate, on the val split with a fixed noise and times t in {0.1, 0.3, 0.5, 0.7, 0.9}: loss (the
-flow-matching MSE with the image) and loss_null (with the null image). loss_null - loss > 0 says the
-model reads the image.
+flow-matching MSE with the image) and loss_null (with the null image); with a moment head,
+moment_mse; with eval_sample_steps, moment_r and extent_r: the correlation across val shapes of
+the generated and the true sets' spread per channel (extent_r: the anchor channels, the shapes'
+extents). loss_null - loss > 0 and extent_r > 0 say the model reads the image.
 """
 
 from __future__ import annotations
