@@ -34,14 +34,22 @@ def main() -> None:
     parser.add_argument("--max-shapes", type=int, default=12)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--cfg", type=float, default=3.0)
-    parser.add_argument("--layout-cfg", type=float, default=None, help="stage 1's guidance (default: --cfg)")
+    parser.add_argument("--layout-cfg", type=float, default=1.0, help="stage 1's guidance")
+    parser.add_argument("--coordinates", default="surface", choices=["surface", "anchors"])
+    parser.add_argument("--anchor-band", type=int, default=2)
     parser.add_argument("--compare-points", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = PartGenerator.from_folder(
-        args.models, parts=args.parts, steps=args.steps, guidance=args.cfg, layout_guidance=args.layout_cfg
+        args.models,
+        parts=args.parts,
+        steps=args.steps,
+        guidance=args.cfg,
+        layout_guidance=args.layout_cfg,
+        coordinates=args.coordinates,
+        anchor_band=args.anchor_band,
     )
     ds = ShapeRecords(args.records, split="val", val_fraction=args.val_fraction, seed=0)
     rows = []

@@ -242,15 +242,19 @@ class PartGenerator:
         steps: int = 25,
         guidance: float = 3.0,
         layout_steps: int = 25,
-        layout_guidance: float | None = None,
+        layout_guidance: float = 1.0,
         dilation: int = 0,
+        coordinates: str = "surface",
+        anchor_band: int = 2,
         device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
         """Load a model set (None: the bundled one); parts "learned" (segmenter: a checkpoint, None the
         bundled segmenter) or "geometric"; steps (stage 2) and layout_steps (stage 1: its layouts
-        need them, few steps give ragged ones) of the samplers; guidance of stage 2, and of stage 1
-        too unless layout_guidance is given; dilation of the
+        need them, few steps give ragged ones) of the samplers; guidance and layout_guidance of stage
+        2 and stage 1 (the bundled layout flow is best unguided: 48 held-out icons, voxel recall
+        0.40 at 1.0, 0.36 at 1.5, 0.34 at 3 with 6 empty layouts); coordinates, anchor_band: where stage 2's voxels come
+        from (LayoutGenerator: the decoded surface, or a band around the generated anchors); dilation of the
         layout's voxels (0: the voxels the surface crosses, as stage 2 was trained on); device: where
         the models run (None: cuda when available, else cpu)."""
         folder = resolve_models(folder)
@@ -260,8 +264,10 @@ class PartGenerator:
             folder / "layout_vae",
             folder / "layout_flow",
             steps=layout_steps,
-            guidance=guidance if layout_guidance is None else layout_guidance,
+            guidance=layout_guidance,
             dilation=dilation,
+            coordinates=coordinates,
+            anchor_band=anchor_band,
         )
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         layout.vae.to(device), layout.flow.to(device)
@@ -503,7 +509,9 @@ def main(cfg) -> int:
             steps=steps,
             guidance=guidance,
             layout_steps=int(cfg.get("layout_steps", 25)),
-            layout_guidance=None if cfg.get("layout_cfg") is None else float(cfg.layout_cfg),
+            layout_guidance=float(cfg.get("layout_cfg", 1.0)),
+            coordinates=str(cfg.get("coordinates", "surface")),
+            anchor_band=int(cfg.get("anchor_band", 2)),
             max_parts=max_parts,
             max_group=int(cfg.get("max_group", 2048)),
             mesh_subdiv=cfg.get("mesh_subdiv"),
@@ -522,6 +530,7 @@ def main(cfg) -> int:
             "layout_steps": int(cfg.get("layout_steps", 25)),
             "cfg": guidance,
             "layout_cfg": generator.layout.guidance,
+            "coordinates": generator.layout.coordinates,
             "parts": method,
         }
         settings["layout"] = str(layout) if layout else "stage 1"
