@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--layout-cfg", type=float, default=1.0, help="stage 1's guidance")
-    parser.add_argument("--coordinates", default="surface", choices=["surface", "anchors"])
+    parser.add_argument("--coordinates", default="auto", choices=["auto", "surface", "anchors"])
     parser.add_argument("--anchor-band", type=int, default=2)
     parser.add_argument("--compare-points", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=2)

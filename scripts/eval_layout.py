@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--coarse", type=int, default=32)
     ap.add_argument("--voxel-resolution", type=int, default=64)
     ap.add_argument("--dilation", type=int, default=1)
-    ap.add_argument("--coordinates", default="surface", choices=["surface", "anchors"])
+    ap.add_argument("--coordinates", default="surface", choices=["auto", "surface", "anchors"])
     ap.add_argument("--anchor-band", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-points", type=int, default=20000)

@@ -7,7 +7,7 @@ The denoised object is the VecSet VAE's set of L latent vectors (partgen.models.
 transformer has no positional embedding on its tokens: permuting the set permutes the output.
 Each block (DiT, Peebles & Xie 2023) is adaLN-Zero modulated by the timestep: self-attention within
 a shape's set, cross-attention to that shape's image tokens, MLP. The image tokens come from an
-encoder inside the model (ViTEncoder trained with it, or a frozen DINOv2); for classifier-free
+encoder inside the model (CNNEncoder or ViTEncoder trained with it, or a frozen DINOv2); for classifier-free
 guidance a learned null sequence stands in for the image of the shapes in `drop` (training drops
 a share of them; sampling runs both and mixes, partgen.diffusion.flow.guided).
 
@@ -20,11 +20,15 @@ standardised latent set (set_moments: per channel, the mean and the std over its
 anchored VAE the xyz std are the shape's extents). LayoutFlowTask trains it as an auxiliary
 target: the flow-matching loss alone hardly depends on the image (the set's per-token noise swamps
 the per-shape differences), so the encoder it trains learns little; the moment target makes the
-pooled image, which conditions every block, carry the shape's proportions. With
+pooled image, which conditions every block, carry the shape's proportions (3000 CPU steps on the
+anchored layout VAE: the correlation of generated and true set extents over 32 val icons goes from
+0.04 to 0.49 with the ViT, 0.62 with the CNN encoder; conf/experiment/layout_flow.yaml). With
 moment_condition as well, the moments themselves join the adaLN conditioning (a linear map): the
 true moments of the training set (teacher forcing; the task passes shape_moments), the head's
 prediction when sampling, none for a dropped image. The flow is then p(latents | image, moments)
-after p(moments | image), and the generated set follows the moments it is given.
+after p(moments | image), and the generated set follows the moments it is given. Measured, it
+does worse (val loss 0.845 against 0.819 with the null image at 1500 steps): the predicted moments
+are too poor a guess on a few hundred icons, and the flow trusts them.
 
 Latents are standardised before the flow sees them (partgen.diffusion.flow.LatentStatistics:
 per-channel buffers saved with the weights, measured on the training set once) and

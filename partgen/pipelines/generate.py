@@ -244,19 +244,20 @@ class PartGenerator:
         layout_steps: int = 25,
         layout_guidance: float = 1.0,
         dilation: int = 0,
-        coordinates: str = "surface",
+        coordinates: str = "auto",
         anchor_band: int = 2,
         device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
         """Load a model set (None: the bundled one); parts "learned" (segmenter: a checkpoint, None the
         bundled segmenter) or "geometric"; steps (stage 2) and layout_steps (stage 1: its layouts
-        need them, few steps give ragged ones) of the samplers; guidance and layout_guidance of stage
-        2 and stage 1 (the bundled layout flow is best unguided: 48 held-out icons, voxel recall
-        0.40 at 1.0, 0.36 at 1.5, 0.34 at 3 with 6 empty layouts); coordinates, anchor_band: where stage 2's voxels come
-        from (LayoutGenerator: the decoded surface, or a band around the generated anchors); dilation of the
-        layout's voxels (0: the voxels the surface crosses, as stage 2 was trained on); device: where
-        the models run (None: cuda when available, else cpu)."""
+        need them, few steps give ragged ones) of the samplers; guidance and layout_guidance of
+        stage 2 and stage 1 (the bundled layout flow is best unguided: 48 held-out icons, voxel
+        recall 0.40 at 1.0, 0.36 at 1.5, 0.34 at 3 with 6 empty layouts); coordinates, anchor_band:
+        where stage 2's voxels come from (LayoutGenerator: "auto" takes a band round the generated
+        anchors when the VAE is anchored, else the decoded surface); dilation of the surface's
+        voxels (0: the voxels the surface crosses, as stage 2 was trained on); device: where the
+        models run (None: cuda when available, else cpu)."""
         folder = resolve_models(folder)
         if parts not in ("learned", "geometric"):
             raise ValueError(f"parts must be 'learned' or 'geometric', got {parts!r}")
@@ -510,7 +511,7 @@ def main(cfg) -> int:
             guidance=guidance,
             layout_steps=int(cfg.get("layout_steps", 25)),
             layout_guidance=float(cfg.get("layout_cfg", 1.0)),
-            coordinates=str(cfg.get("coordinates", "surface")),
+            coordinates=str(cfg.get("coordinates", "auto")),
             anchor_band=int(cfg.get("anchor_band", 2)),
             max_parts=max_parts,
             max_group=int(cfg.get("max_group", 2048)),

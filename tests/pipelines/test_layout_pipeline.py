@@ -35,6 +35,8 @@ def test_coordinates_from_the_surface_or_the_anchors():
     assert torch.equal(layout.latents, surface.latents)  # the same sample: only the coordinates differ
     assert torch.equal(layout.voxels, anchor_voxels(layout.latents, 16, 1)) and len(layout.voxels) > 0
     assert torch.equal(anchors(image, seed=3).voxels, layout.voxels)
+    assert LayoutGenerator(vae, flow, coordinates="auto").coordinates == "anchors"
+    assert LayoutGenerator(*models(anchored=False), coordinates="auto").coordinates == "surface"
     with pytest.raises(ValueError, match="'surface' or 'anchors'"):
         LayoutGenerator(vae, flow, coordinates="grid")
     with pytest.raises(ValueError, match="needs an anchored layout VAE"):
