@@ -252,7 +252,7 @@ class PartGenerator:
         """Load a model set (None: the bundled one); parts "learned" (segmenter: a checkpoint, None the
         bundled segmenter) or "geometric"; steps (stage 2) and layout_steps (stage 1: its layouts
         need them, few steps give ragged ones) of the samplers; guidance and layout_guidance of
-        stage 2 and stage 1 (the bundled layout flow is best unguided: 48 held-out icons, voxel
+        stage 2 and stage 1 (the layout flow recipe is best unguided: 48 held-out icons, voxel
         recall 0.40 at 1.0, 0.36 at 1.5, 0.34 at 3 with 6 empty layouts); coordinates, anchor_band:
         where stage 2's voxels come from (LayoutGenerator: "auto" takes a band round the generated
         anchors when the VAE is anchored, else the decoded surface); dilation of the surface's
