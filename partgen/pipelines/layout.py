@@ -13,10 +13,10 @@ and reports the time of each. The grid also gives a coarse mesh (vecset_vae.extr
 coordinates="anchors" (an anchored VAE only) takes the stage-2 coordinates from the generated
 latents' anchors instead (vecset_vae.anchor_voxels: the voxels within `anchor_band` of an anchor):
 the layout VAE decodes a blur whose 0.5 level lies several voxels outside the surface, while its
-anchors are surface points. On the 48 val shapes' own latents (posterior means of the anchored
-layout VAE) the surface crossing gives voxel IoU 0.04 / recall 0.32 with 59k voxels, a band of 2
+anchors are surface points. On the 48 val shapes' own latents (posterior means of the second
+bundle's anchored layout VAE) the surface crossing gives voxel IoU 0.04 / recall 0.32 with 59k voxels, a band of 2
 gives 0.27 / 0.74 with 19k, a band of 3 0.21 / 0.90 with 38k. On generated latents the gain is
-smaller (48 held-out icons, unguided: surface 0.081 / 0.40 with 45k voxels, band 3 0.096 / 0.48
+smaller (its flow, 48 held-out icons, unguided: surface 0.081 / 0.40 with 45k voxels, band 3 0.096 / 0.48
 with 40k), and end to end on 8 held-out icons a band of 2 (stage 2 trained on surface voxels all
 the same) gave Chamfer 0.051 / F@0.05 0.53 against 0.058 / 0.47 from the surface, with 20k tokens
 against 16k: partgen-generate uses "auto", a band of 2.
