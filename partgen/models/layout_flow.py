@@ -99,6 +99,13 @@ class LayoutFlow(LatentStatistics, nn.Module):
         tokens, cu = self.image_encoder(images)
         return self.context_norm(tokens), cu
 
+    def predict_moments(self, context: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The moment head's (B, 2 C) guess of each shape's standardised set moments from its image
+        context (encode_images), the mean image token in."""
+        if self.moment_head is None:
+            raise ValueError("this LayoutFlow has no moment head (moment_head=False)")
+        return self.moment_head(pooled_context(*context))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -132,10 +139,8 @@ class LayoutFlow(LatentStatistics, nn.Module):
         tokens, ctx_cu = context
         if ctx_cu.numel() != cu_seqlens.numel():
             raise ValueError(f"{ctx_cu.numel() - 1} images for {b} shapes")
-        if moments and self.moment_head is None:
-            raise ValueError("this LayoutFlow has no moment head (moment_head=False)")
         need = moments or (self.moment_embed is not None and shape_moments is None)
-        predicted = self.moment_head(pooled_context(tokens, ctx_cu)) if need else None
+        predicted = self.predict_moments((tokens, ctx_cu)) if need else None
         if drop is not None and bool(drop.any()):
             owner = batch_index(ctx_cu).to(tokens.device)  # (B T,) which image each token belongs to
             tokens = torch.where(drop.to(tokens.device)[owner, None], self.context_norm(self.null_image)[None], tokens)
