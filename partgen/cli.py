@@ -47,6 +47,7 @@ def _annotate(cfg: DictConfig) -> None:
         num_sharp_samples=int(cfg.num_sharp_samples),
         num_volume_samples=int(cfg.num_volume_samples),
         block_subdiv=int(cfg.block_subdiv),
+        block_band=int(cfg.get("block_band", 0)),
         num_views=int(cfg.num_views),
         view_size=int(cfg.view_size),
         icon_camera=str(cfg.icon_camera),

@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--split", default="val", choices=["train", "val"])
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--max-voxels", type=int, default=8000)
+    parser.add_argument("--band", action="store_true", help="the records' band voxels too (a band-trained stage 2)")
+    parser.add_argument("--schedules", default="part,global", help="comma list of part, global")
     parser.add_argument("--max-shapes", type=int, default=8)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--cfg", type=float, default=3.0)
@@ -62,7 +64,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dit = load_trained(args.dit, PartDiT)
     vae = load_trained(args.vae, SLatVAE)
-    ds = BlockRecords(args.records, args.split, args.val_fraction, 0, args.max_voxels)
+    ds = BlockRecords(args.records, args.split, args.val_fraction, 0, args.max_voxels, band=args.band)
+    schedules = [s for s in args.schedules.split(",") if s]
     size = dit.image_encoder.image_size
     rows = []
     for i in range(min(args.max_shapes, len(ds))):
@@ -72,7 +75,7 @@ def main() -> None:
             truth = sample_mesh(z["vertices"], z["faces"], args.compare_points, seed=1)
         row = {"key": key, "voxels": len(voxels), "parts": int(voxels.part.max()) + 1}
         row["vae"] = surface_scores(vae, voxels, vae.encode(voxels).mean, truth, args.compare_points)
-        for schedule in ("part", "global"):
+        for schedule in schedules:
             t0 = time.perf_counter()
             latents = dit.generate(
                 voxels, image[None], camera[None], steps=args.steps, guidance=args.cfg,
@@ -81,9 +84,9 @@ def main() -> None:
             row[schedule] = surface_scores(vae, voxels, latents, truth, args.compare_points)
             row[schedule]["sample_s"] = time.perf_counter() - t0
         rows.append(row)
-        print(key, row["voxels"], {k: {m: round(v, 4) for m, v in row[k].items() if v is not None} for k in ("vae", "part", "global")}, flush=True)  # fmt: skip
+        print(key, row["voxels"], {k: {m: round(v, 4) for m, v in row[k].items() if v is not None} for k in ("vae", *schedules)}, flush=True)  # fmt: skip
     summary = {}
-    for name in ("vae", "part", "global"):
+    for name in ("vae", *schedules):
         summary[name] = {
             m: float(np.mean([r[name][m] for r in rows if r[name].get(m) is not None]))
             for m in ("chamfer", "f_0.01", "f_0.05", "sample_s")
