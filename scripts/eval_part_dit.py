@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--max-voxels", type=int, default=8000)
     parser.add_argument("--band", action="store_true", help="the records' band voxels too (a band-trained stage 2)")
+    parser.add_argument("--keys", help="comma list of record keys to evaluate (default: the first --max-shapes)")
     parser.add_argument("--schedules", default="part,global", help="comma list of part, global")
     parser.add_argument("--max-shapes", type=int, default=8)
     parser.add_argument("--steps", type=int, default=25)
@@ -66,6 +67,11 @@ def main() -> None:
     vae = load_trained(args.vae, SLatVAE)
     ds = BlockRecords(args.records, args.split, args.val_fraction, 0, args.max_voxels, band=args.band)
     schedules = [s for s in args.schedules.split(",") if s]
+    if args.keys:
+        wanted = args.keys.split(",")
+        ds.records = [ref for ref in ds.records if ref.key in wanted]
+        if len(ds.records) != len(wanted):
+            parser.error(f"--keys: {len(wanted) - len(ds.records)} of them are not {args.split} records here")
     size = dit.image_encoder.image_size
     rows = []
     for i in range(min(args.max_shapes, len(ds))):
