@@ -99,9 +99,10 @@ class PartDiTTask(FlowMatchingTask):
     t_mean, t_std:  of the logit-normal timestep distribution
     eval_max_shapes, eval_batch_size: validation size
     limit:          at most this many training shapes (the first by key)
-    band:           the surface voxels and the band round them (BlockRecords band=True; needs a
-                    SLat VAE trained on bands): stage 2 learns to place the surface inside a
-                    thicker set of coordinates, what stage 1's anchors give it
+    band:           the surface voxels and the band round them (BlockRecords band=True): stage 2
+                    learns to place the surface inside a thicker set of coordinates, what stage 1's
+                    anchors give it (give the model local_convs: attention alone cannot find the
+                    band's middle; conf/experiment/part_dit_band.yaml has the figures)
     """
 
     def __init__(
