@@ -469,16 +469,15 @@ class BlockRecords(RecordDataset):
     ):
         super().__init__(root_or_manifests, split, val_fraction, seed, statuses)
         self.band = bool(band)
-        if self.band:
-            counts = {ref.key: _voxel_count(ref, band=True) for ref in self.records}
+        if self.band or max_voxels is not None:
+            counts = {ref.key: _voxel_count(ref, self.band) for ref in self.records}  # one meta.json read each
             missing = sum(count is None for count in counts.values())
             if missing:
                 log.warning(
                     "%d %s records have no band blocks (scripts/add_blocks.py --band): left out", missing, split
                 )
-            self.records = [ref for ref in self.records if counts[ref.key] is not None]
-        if max_voxels is not None:
-            self.records = [ref for ref in self.records if _voxel_count(ref, self.band) <= max_voxels]
+            limit = float("inf") if max_voxels is None else max_voxels
+            self.records = [ref for ref in self.records if counts[ref.key] is not None and counts[ref.key] <= limit]
 
     def __getitem__(self, index: int) -> tuple[SparseVoxels, str]:
         ref = self.records[index]

@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         futures = [pool.submit(_one, r, args.subdiv, args.band, args.overwrite) for r in records]
         for i, future in enumerate(as_completed(futures), 1):
             record, status = future.result()
-            counts[status.split(":")[0]] = counts.get(status.split(":")[0], 0) + 1
-            if status.startswith("failed"):
+            kind = status.split(":")[0]
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "failed":
                 print(f"{record}: {status}", file=sys.stderr)
             if i % 20 == 0 or i == len(records):
                 print(f"{i}/{len(records)} {counts} {time.perf_counter() - start:.0f} s", flush=True)
