@@ -181,7 +181,9 @@ class LayoutFlow(LatentStatistics, nn.Module):
         cu = cu_seqlens_from_lengths([num_latents] * b, device=images.device)
         context = self.encode_images(images)
         keep = torch.zeros(b, dtype=torch.bool, device=images.device)
-        noise = torch.randn(b * num_latents, self.latent_channels, generator=generator).to(images.device)
+        # one draw per set, so a set's noise does not depend on how many share the batch
+        noise = torch.cat([torch.randn(num_latents, self.latent_channels, generator=generator) for _ in range(b)])
+        noise = noise.to(images.device)
 
         def conditional(x, t):
             return self(x, cu, t, context=context, drop=keep)

@@ -107,6 +107,10 @@ def test_gradients_generation_and_save_load(tmp_path):
     assert torch.equal(loaded.latent_std, model.latent_std)  # the statistics travel with the weights
     c, _ = loaded.generate(images, 9, steps=3, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, c)
+    # a set's sample does not depend on what shares its batch: the first of three is the one alone
+    many, cu_many = model.generate(images.expand(3, -1, -1, -1), 9, steps=3, generator=torch.Generator().manual_seed(5))
+    assert cu_many.tolist() == [0, 9, 18, 27] and torch.allclose(many[:9], a, atol=1e-5)
+    assert not torch.allclose(many[9:18], a, atol=1e-3)
 
 
 def test_images_of_every_kind_become_rgb_on_white(tmp_path):
