@@ -7,7 +7,9 @@ For each val shape of the records (the seeded split of asset keys the trainers u
 for a held-out library's own folder, e.g. Scopia annotated apart) the icon goes through
 LayoutGenerator; the generated coordinates are scored against the record's voxels (IoU and recall:
 stage 2 can only refine voxels it is given), the coarse mesh against the record's mesh (Chamfer,
-F-score at 0.05), with the seconds of each stage. Whether the layouts follow the icons: the
+F-score at 0.05), with the seconds of each stage; for an anchored VAE also the generated anchors
+(the L surface points stage 2's voxels gather round with --coordinates anchors) against the same
+mesh (anchor_chamfer, anchor_f_0.05: few points, so recall and these are low even when exact). Whether the layouts follow the icons: the
 correlation across shapes of the generated and the true voxels' extent along each axis (2-98%
 percentile span; about 0 when the image is ignored). Prints means; --json keeps every shape.
 """
@@ -102,6 +104,12 @@ def main(argv=None) -> int:
             row |= {"chamfer": chamfer_distance(pred, truth_points), "f_score_0.05": f_score(pred, truth_points, 0.05)}
         else:
             row |= {"chamfer": float("nan"), "f_score_0.05": 0.0}
+        if gen.vae.anchored:  # the generated surface points stage 2's voxels gather round (coordinates=anchors)
+            anchors = layout.latents[:, :3].double().numpy()
+            row |= {
+                "anchor_chamfer": chamfer_distance(anchors, truth_points),
+                "anchor_f_0.05": f_score(anchors, truth_points, 0.05),
+            }
         rows.append(row)
         print(
             f"[{i + 1}/{count}] {ref.key[:48]:<48} voxel IoU {row['voxel_iou']:.3f} recall {row['voxel_recall']:.3f} "
@@ -113,6 +121,7 @@ def main(argv=None) -> int:
         print("eval_layout: no shape with an icon", file=sys.stderr)
         return 1
     keys = ["voxel_iou", "voxel_recall", "chamfer", "f_score_0.05", "flow_s", "decode_s", "voxels_s"]
+    keys += [k for k in ("anchor_chamfer", "anchor_f_0.05") if k in rows[0]]
     means = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
     means["empty_layouts"] = sum(1 for r in rows if r["voxels"] == 0)
     spans = np.array([r["extent"] for r in rows if r["voxels"]])
