@@ -207,3 +207,47 @@ def test_the_moment_head_learns_the_sets_moments_and_evaluate_scores_generation(
     metrics = task.evaluate(model.eval())
     assert set(metrics) == {"loss", "loss_null", "moment_mse", "moment_r", "extent_r"}
     assert np.isfinite(metrics["moment_mse"]) and -1.0 <= metrics["extent_r"] <= 1.0
+
+
+def test_several_encodings_per_shape_and_jittered_icons_in_training_only(setup):
+    one = task_for(setup, posterior="mean").train_dataset()
+    task = task_for(setup, posterior="mean", encodings=3, image_jitter=0.2)
+    train = task.train_dataset()
+    assert len(train) == 3 * len(one) and len(train.images) == len(one.images)
+    assert train.keys == [k for k in one.keys for _ in range(3)]
+    assert train.image_index.tolist() == [i for i in range(len(one)) for _ in range(3)]
+    # the first set of each shape is the one a single encoding gives; the others other subsets' sets
+    assert torch.allclose(train.mean[0::3], one.mean, atol=1e-6)
+    assert not torch.allclose(train.mean[1], train.mean[0], atol=1e-3)
+    assert not torch.allclose(train.mean[2], train.mean[1], atol=1e-3)
+    # training icons move at random; each row shows its own shape's icon
+    icon = train.images[0].float() / 255.0
+    a, b = train[0]["image"], train[1]["image"]
+    assert a.shape == icon.shape and not torch.allclose(a, b) and not torch.allclose(a, icon)
+    assert torch.equal(train.images[train.image_index[4]], one.images[1])
+    val = task.pairs("val")  # one set per shape and the icon as it is
+    assert len(val) == len(task_for(setup, posterior="mean").pairs("val"))
+    assert torch.equal(val[0]["image"], val.images[0].float() / 255.0)
+    with pytest.raises(ValueError, match="encodings >= 1"):
+        task_for(setup, encodings=0)
+    with pytest.raises(ValueError, match="image_jitter"):
+        task_for(setup, image_jitter=1.5)
+
+
+def test_jitter_image_scales_and_shifts_but_keeps_proportions_and_white():
+    from partgen.train.tasks.layout import jitter_image
+
+    image = torch.ones(3, 64, 64)
+    image[:, 27:37, 22:42] = 0.0  # a dark 20 x 10 box in the middle
+    assert torch.allclose(jitter_image(image, 0.0), image, atol=1e-5)
+    g = torch.Generator().manual_seed(0)
+    widths = []
+    for _ in range(20):
+        moved = jitter_image(image, 0.3, generator=g)
+        dark = moved.mean(0) < 0.5
+        rows, cols = torch.nonzero(dark.any(1))[:, 0], torch.nonzero(dark.any(0))[:, 0]
+        h, w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+        assert 20 * 0.7 - 2 <= w <= 20 * 1.3 + 2 and abs(w / h - 2.0) < 0.35  # one scale for both axes
+        assert float(moved[:, :4, :4].min()) == 1.0 and float(moved.min()) >= 0.0  # the border stays white
+        widths.append(w)
+    assert max(widths) - min(widths) >= 4  # the scale does vary

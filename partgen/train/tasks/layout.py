@@ -54,8 +54,10 @@ VAE_HINT = "train the VAE first: partgen-train experiment=layout_vae hydra.run.d
 
 
 class LatentImagePairs(torch.utils.data.Dataset):
-    """(posterior mean, std) of each shape's latents with its image. Items carry a posterior sample:
-    a fresh one each time in training, one fixed per shape (noise_seed) otherwise."""
+    """(posterior mean, std) of latent sets with their images: row m of mean/std belongs to image
+    image_index[m] (several rows per shape: its encodings from different surface subsets). Items
+    carry a posterior sample: a fresh one each time in training, one fixed per row (noise_seed)
+    otherwise; in training `jitter` > 0 also moves and scales each image at random (jitter_image)."""
 
     def __init__(
         self,
@@ -65,8 +67,14 @@ class LatentImagePairs(torch.utils.data.Dataset):
         images: torch.Tensor,
         sample: bool,
         noise_seed: int = 0,
+        image_index: torch.Tensor | None = None,
+        jitter: float = 0.0,
     ):
         self.keys, self.mean, self.std, self.images, self.sample = keys, mean, std, images, sample
+        self.image_index = torch.arange(len(mean)) if image_index is None else image_index.long()
+        if len(self.image_index) != len(mean) or len(keys) != len(mean):
+            raise ValueError(f"{len(mean)} latent rows, {len(self.image_index)} image indices, {len(keys)} keys")
+        self.jitter = float(jitter)
         self.fixed = (
             None
             if sample
@@ -77,7 +85,7 @@ class LatentImagePairs(torch.utils.data.Dataset):
         return len(self.keys)
 
     def draw(self, count: int, seed: int) -> torch.Tensor:
-        """(count * len, L, C) posterior samples of every shape (seeded): the distribution the flow models."""
+        """(count * len, L, C) posterior samples of every row (seeded): the distribution the flow models."""
         g = torch.Generator().manual_seed(seed)
         return torch.cat([self.mean + self.std * torch.randn(self.mean.shape, generator=g) for _ in range(count)])
 
@@ -87,7 +95,22 @@ class LatentImagePairs(torch.utils.data.Dataset):
             if self.sample
             else self.fixed[index]
         )
-        return {"latents": z, "image": self.images[index].float() / 255.0, "key": self.keys[index]}
+        image = self.images[self.image_index[index]].float() / 255.0
+        if self.sample and self.jitter > 0:
+            image = jitter_image(image, self.jitter)
+        return {"latents": z, "image": image, "key": self.keys[index]}
+
+
+def jitter_image(image: torch.Tensor, amount: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(3, S, S) in [0, 1] on white -> the same picture scaled by a factor in [1 - amount, 1 + amount]
+    and shifted by up to amount x S/2 per axis (uniform), the uncovered border white. The object keeps
+    its proportions (one scale for both axes), so the image still says the shape's extents."""
+    u = torch.rand(3, generator=generator) * 2 - 1
+    scale, shift = 1.0 + amount * float(u[0]), amount * u[1:]
+    theta = torch.tensor([[1.0 / scale, 0.0, float(shift[0])], [0.0, 1.0 / scale, float(shift[1])]])
+    grid = torch.nn.functional.affine_grid(theta[None], [1, *image.shape], align_corners=False)
+    moved = torch.nn.functional.grid_sample(image[None] - 1.0, grid, align_corners=False, padding_mode="zeros")
+    return (moved[0] + 1.0).clamp(0.0, 1.0)
 
 
 def column_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -112,6 +135,11 @@ class LayoutFlowTask(FlowMatchingTask):
     vae:            a trained VecSet VAE: run folder, its model/ or a checkpoint step folder
     image_size:     side of the square images the encoder reads
     num_points:     surface samples each shape is encoded from (a fixed subset per shape)
+    encodings:      latent sets per training shape, each encoded from its own random subset of
+                    num_points samples (other surface points, so other anchors: the same shape
+                    in several valid sets); an epoch sees each shape that many times. 1: one set
+    image_jitter:   in training, scale each icon by a factor in [1 - j, 1 + j] and shift it by up
+                    to j x half its side, at random (jitter_image); 0: the icon as it is
     val_fraction, seed: the split (the seeded hash of asset keys every partgen task uses)
     drop_image:     share of training shapes that see the null image (classifier-free guidance)
     t_mean, t_std:  of the logit-normal timestep distribution
@@ -142,6 +170,8 @@ class LayoutFlowTask(FlowMatchingTask):
         limit: int | None = None,
         moment_weight: float = 0.0,
         eval_sample_steps: int = 0,
+        encodings: int = 1,
+        image_jitter: float = 0.0,
     ):
         if not 0.0 <= drop_image < 1.0:
             raise ValueError(f"drop_image must lie in [0, 1), got {drop_image}")
@@ -155,6 +185,9 @@ class LayoutFlowTask(FlowMatchingTask):
         self.eval_max_shapes, self.eval_batch_size = int(eval_max_shapes), int(eval_batch_size)
         self.limit = None if limit is None else int(limit)
         self.moment_weight, self.eval_sample_steps = float(moment_weight), int(eval_sample_steps)
+        if int(encodings) < 1 or not 0.0 <= image_jitter < 1.0:
+            raise ValueError(f"need encodings >= 1 and image_jitter in [0, 1), got {encodings}, {image_jitter}")
+        self.encodings, self.image_jitter = int(encodings), float(image_jitter)
         self._vae: VecSetVAE | None = None
         self._pairs: dict[str, LatentImagePairs] = {}
 
@@ -173,7 +206,8 @@ class LayoutFlowTask(FlowMatchingTask):
         cap = self.eval_max_shapes if split == "val" else self.limit
         count = len(ds) if cap is None else min(cap, len(ds))
         vae = self.vae()
-        keys, means, stds, images = [], [], [], []
+        encodings = self.encodings if split == "train" else 1
+        keys, means, stds, images, owner = [], [], [], [], []
         for i in range(count):
             ref = ds.records[i]
             icon = Path(ref.path) / "icon" / "icon.png"
@@ -182,17 +216,19 @@ class LayoutFlowTask(FlowMatchingTask):
             except ImageError as err:
                 raise RecordError(f"record {ref.key}: {err} (annotate with icon_camera=typical)") from None
             data = ds.load(i)
-            rng = np.random.default_rng([self.seed, i])
-            keep = rng.choice(len(data["points"]), min(self.num_points, len(data["points"])), replace=False)
-            post = vae.encode(
-                torch.from_numpy(data["points"][keep]).float(),
-                cu_seqlens_from_lengths([len(keep)]),
-                torch.from_numpy(data["normals"][keep]).float(),
-                torch.from_numpy(data["sharp"][keep].astype(bool)),
-            )
-            keys.append(ref.key)
-            means.append(post.mean)
-            stds.append(torch.exp(0.5 * post.logvar) if self.posterior == "sample" else torch.zeros_like(post.mean))
+            for k in range(encodings):  # the first subset is the one a single encoding has always used
+                rng = np.random.default_rng([self.seed, i] if k == 0 else [self.seed, i, k])
+                keep = rng.choice(len(data["points"]), min(self.num_points, len(data["points"])), replace=False)
+                post = vae.encode(
+                    torch.from_numpy(data["points"][keep]).float(),
+                    cu_seqlens_from_lengths([len(keep)]),
+                    torch.from_numpy(data["normals"][keep]).float(),
+                    torch.from_numpy(data["sharp"][keep].astype(bool)),
+                )
+                keys.append(ref.key)
+                owner.append(len(images))
+                means.append(post.mean)
+                stds.append(torch.exp(0.5 * post.logvar) if self.posterior == "sample" else torch.zeros_like(post.mean))
             images.append((image * 255).round().to(torch.uint8))
         if split == "train" and not keys:
             raise ValueError(f"no training shape in {self.records}")
@@ -200,7 +236,16 @@ class LayoutFlowTask(FlowMatchingTask):
         mean = torch.stack(means) if means else empty
         std = torch.stack(stds) if stds else empty
         img = torch.stack(images) if images else torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
-        self._pairs[split] = LatentImagePairs(keys, mean, std, img, sample=split == "train", noise_seed=self.seed)
+        self._pairs[split] = LatentImagePairs(
+            keys,
+            mean,
+            std,
+            img,
+            sample=split == "train",
+            noise_seed=self.seed,
+            image_index=torch.tensor(owner, dtype=torch.long),
+            jitter=self.image_jitter if split == "train" else 0.0,
+        )
         return self._pairs[split]
 
     def train_dataset(self) -> torch.utils.data.Dataset:
@@ -298,4 +343,4 @@ class LayoutFlowTask(FlowMatchingTask):
         return self.pairs("val")
 
 
-__all__ = ["LatentImagePairs", "LayoutFlowTask", "collate_pairs"]
+__all__ = ["LatentImagePairs", "LayoutFlowTask", "collate_pairs", "jitter_image"]
