@@ -139,7 +139,7 @@ def test_partgen_train_runs_layout_flow_and_ships_the_statistics_with_the_ema_we
     assert summary["step"] == 4
     shipped = load_model(tmp_path / "run" / "model")
     fresh = instantiate(FLOW | {"moment_head": True})
-    task_for(setup, posterior=cfg.task.posterior).prepare(fresh)  # the experiment's posterior (means)
+    task_for(setup, posterior=cfg.task.posterior, encodings=cfg.task.encodings).prepare(fresh)  # the experiment's data
     # prepare() ran before the EMA copy was made: the exported EMA weights hold the exact statistics
     assert torch.equal(shipped.latent_mean, fresh.latent_mean) and torch.equal(shipped.latent_std, fresh.latent_std)
 

@@ -6,7 +6,8 @@ Pairs come from annotated records: the image is the record's Sweet Home 3D icon 
 the catalogue's own rendering, what a user would hand in) and the target is the shape's VecSet
 latent set from a trained, frozen VAE (`vae`: a layout_vae run). The latents (posterior mean and
 std of each shape) are computed once, when the data is first needed, from a fixed subset of
-`num_points` surface samples. With posterior="sample" each step draws a posterior sample (the
+`num_points` surface samples (`encodings` > 1: from that many subsets per training shape, each a
+valid set of other anchors, so the flow cannot just memorise one set per icon). With posterior="sample" each step draws a posterior sample (the
 flow learns the VAE's latent distribution); with posterior="mean" (the CPU config's) the flow
 learns the posterior means: where the KL weight is small the posterior variance can exceed the
 spread of the means across shapes (measured on the layout_vae run: 0.5-4.9 against 0.1-2.9 per
