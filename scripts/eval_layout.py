@@ -9,9 +9,10 @@ LayoutGenerator; the generated coordinates are scored against the record's voxel
 stage 2 can only refine voxels it is given), the coarse mesh against the record's mesh (Chamfer,
 F-score at 0.05), with the seconds of each stage; for an anchored VAE also the generated anchors
 (the L surface points stage 2's voxels gather round with --coordinates anchors) against the same
-mesh (anchor_chamfer, anchor_f_0.05: few points, so recall and these are low even when exact). Whether the layouts follow the icons: the
-correlation across shapes of the generated and the true voxels' extent along each axis (2-98%
-percentile span; about 0 when the image is ignored). Prints means; --json keeps every shape.
+mesh (anchor_chamfer, anchor_f_0.05: few points, so recall and these are low even when exact).
+Whether the layouts follow the icons: the correlation across shapes of the generated and the true
+voxels' extent along each axis (2-98% percentile span; about 0 when the image is ignored). Prints
+means; --json keeps every shape.
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ the catalogue's own rendering, what a user would hand in) and the target is the 
 latent set from a trained, frozen VAE (`vae`: a layout_vae run). The latents (posterior mean and
 std of each shape) are computed once, when the data is first needed, from a fixed subset of
 `num_points` surface samples (`encodings` > 1: from that many subsets per training shape, each a
-valid set of other anchors, so the flow cannot just memorise one set per icon). With posterior="sample" each step draws a posterior sample (the
-flow learns the VAE's latent distribution); with posterior="mean" (the CPU config's) the flow
-learns the posterior means: where the KL weight is small the posterior variance can exceed the
-spread of the means across shapes (measured on the layout_vae run: 0.5-4.9 against 0.1-2.9 per
-channel), and the samples are then mostly noise no image can predict.
+valid set of other anchors, so the flow cannot just memorise one set per icon). With
+posterior="sample" each step draws a posterior sample (the flow learns the VAE's latent
+distribution); with posterior="mean" (the CPU config's) the flow learns the posterior means:
+where the KL weight is small the posterior variance can exceed the spread of the means across
+shapes (measured on the layout_vae run: 0.5-4.9 against 0.1-2.9 per channel), and the samples
+are then mostly noise no image can predict.
 
 prepare(model) stores the per-channel mean and std of the training latents (4 posterior samples
 per shape: the distribution the flow models; the means alone under-state the channels the KL keeps
