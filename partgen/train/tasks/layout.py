@@ -59,7 +59,7 @@ class LatentImagePairs(torch.utils.data.Dataset):
     """(posterior mean, std) of latent sets with their images: row m of mean/std belongs to image
     image_index[m] (several rows per shape: its encodings from different surface subsets). Items
     carry a posterior sample: a fresh one each time in training, one fixed per row (noise_seed)
-    otherwise; in training `jitter` > 0 also moves and scales each image at random (jitter_image)."""
+    otherwise; `jitter` > 0 (training sets only) moves and scales each image at random (jitter_image)."""
 
     def __init__(
         self,
@@ -98,7 +98,7 @@ class LatentImagePairs(torch.utils.data.Dataset):
             else self.fixed[index]
         )
         image = self.images[self.image_index[index]].float() / 255.0
-        if self.sample and self.jitter > 0:
+        if self.jitter > 0:
             image = jitter_image(image, self.jitter)
         return {"latents": z, "image": image, "key": self.keys[index]}
 
