@@ -1,108 +1,259 @@
-"""Image -> mesh with parts, end to end (issue #8): held-out icons of the training libraries.
+"""Image -> mesh, judged on held-out icons beside a retrieval baseline and the ceiling (issue #20).
 
-    .venv/bin/python scripts/eval_generate.py --records data/sh3d64 [--models DIR] --max-shapes 12 --json gen.json
+    .venv/bin/python scripts/eval_generate.py --records data/sh3d64 --json runs/eval_generate.json \\
+        --sheet docs/images/generate-val.png
 
-Per val record of --records (the seeded split of asset keys every partgen task uses, so these
-assets were in no model's training set; Scopia is refused by the annotator's training libraries):
-its icon -> partgen.pipelines.generate.PartGenerator (the bundled model set by default) -> the
-whole mesh against the record's normalised mesh: Chamfer distance (L1, halved; cube of side 1),
-F-score at 0.05 and 0.01; and the part count against the record's authored parts (exact share,
-mean absolute difference). Also the time of each stage and the voxel tokens that went through Part
-Attention. A generation that fails (e.g. an empty or oversized layout) is counted and scored as
-F = 0. Prints means and writes every figure to --json.
+For each val record of --records (the seeded split of asset keys every partgen task uses: no model
+saw these assets; Scopia never enters --records' train/val splits), on the same icon, side by side:
+
+    partgen    the icon -> partgen-generate's pipeline with its defaults (conf/generate.yaml) and the
+               bundled model set (or --models); --layout truth gives stage 2 the record's own mesh
+               as the layout instead (partgen-generate layout=MESH: stage 2 alone)
+    retrieval  the mesh of the training asset whose icon is nearest to the query icon
+               (partgen.eval.retrieval: alpha-cropped to its ink, padded square, 32x32 grey + 8x8
+               colour, L2)
+    ceiling    the true mesh resampled against itself (other samples of the same surface)
+
+Each mesh is compared with the record's true mesh, both normalised the same way (bounding-box centre
+0, longest side 1), with --compare-points samples each (partgen.eval.geometry.surface_metrics):
+Chamfer (L1 and L2), F-score at 0.05, 0.02 and 0.01, normal consistency; and the view IoU: both
+meshes rendered with the icon's camera (icon/camera.json), IoU of the silhouettes. partgen also
+gets its part count against the authored one (within +-1) and, per part, the connected pieces its
+voxels form (26-neighbourhood; at most 2 wanted). A failed generation scores 0 everywhere (Chamfer:
+not averaged) and is counted.
+
+--sheet writes a contact sheet of the first --sheet-count icons: per row the icon, partgen's mesh
+from the icon's camera (parts coloured) and from a second view, the retrieved mesh and the true
+mesh from the icon's camera, with partgen's normal consistency and F@0.02 printed on its tile.
+
+--json is rewritten after every shape; --resume skips the shapes it already holds (same settings).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from partgen.data_pipeline.datasets import ShapeRecords
-from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh
-from partgen.pipelines.generate import GenerationError, PartGenerator, whole_mesh
+from partgen.data_pipeline.datasets import select_records
+from partgen.data_pipeline.render import Camera, orbit_cameras, render
+from partgen.data_pipeline.sh3d_icons import render_silhouette, silhouette_iou
+from partgen.eval.geometry import normalise_box, surface_metrics
+from partgen.eval.retrieval import IconIndex, read_icon
+
+METHODS = ("partgen", "retrieval", "ceiling")
+METRICS = ("chamfer", "chamfer_l2", "f_0.05", "f_0.02", "f_0.01", "normal_consistency", "view_iou")
+FAILED = {"f_0.05": 0.0, "f_0.02": 0.0, "f_0.01": 0.0, "normal_consistency": 0.0, "view_iou": 0.0}
+
+
+def load_mesh(record: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(record / "mesh.npz") as z:
+        return z["vertices"].astype(np.float64), z["faces"].astype(np.int64)
+
+
+def icon_camera(record: Path) -> Camera:
+    return Camera.from_dict(json.loads((record / "icon" / "camera.json").read_text()))
+
+
+def score(predicted, truth, camera: Camera, count: int) -> dict:
+    """surface_metrics + view IoU of a predicted mesh against the true one (both normalised)."""
+    out = surface_metrics(predicted, truth, count)
+    masks = [render_silhouette(normalise_box(v), f, camera) for v, f in (predicted, truth)]
+    return out | {"view_iou": silhouette_iou(*masks)}
+
+
+def part_pieces(coords: np.ndarray, part: np.ndarray) -> list[int]:
+    """Connected pieces (26-neighbourhood) of each part's voxels."""
+    from scipy import ndimage
+
+    coords = coords - coords.min(0)
+    pieces = []
+    for p in np.unique(part):
+        grid = np.zeros(coords.max(0) + 1, bool)
+        grid[tuple(coords[part == p].T)] = True
+        pieces.append(int(ndimage.label(grid, structure=np.ones((3, 3, 3)))[1]))
+    return pieces
+
+
+def tile(vertices, faces, camera: Camera, face_part=None, size: int = 160) -> np.ndarray:
+    """(size, size, 3) uint8: the mesh rendered with the camera scaled to size (white background)."""
+    cam = camera.scaled(size / camera.width)
+    return render(normalise_box(vertices), faces, cam, face_part=face_part)["rgb"]
+
+
+def icon_tile(path: Path, size: int = 160) -> np.ndarray:
+    from PIL import Image
+
+    rgba = Image.fromarray(read_icon(path))
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+def write_sheet(path: Path, rows: list[list[np.ndarray]], captions: list[list[str]], header: list[str]) -> None:
+    from PIL import Image, ImageDraw
+
+    size = rows[0][0].shape[0]
+    top = 18
+    sheet = Image.new("RGB", (size * len(header), top + size * len(rows)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(header):
+        draw.text((j * size + 4, 3), name, fill=(0, 0, 0))
+    for i, (tiles, texts) in enumerate(zip(rows, captions, strict=True)):
+        for j, (t, text) in enumerate(zip(tiles, texts, strict=True)):
+            sheet.paste(Image.fromarray(t), (j * size, top + i * size))
+            draw.text((j * size + 3, top + i * size + size - 13), text, fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {"shapes": len(rows)}
+    for method in METHODS:
+        scored = [r[method] for r in rows if method in r]
+        if not scored:
+            continue
+        done = [s for s in scored if "failed" not in s]
+        m = {"failed": len(scored) - len(done)}
+        for key in METRICS:
+            values = [s[key] for s in (done if key.startswith("chamfer") else scored) if key in s]
+            if values:
+                m[key] = float(np.mean(values))
+        if method == "partgen" and done:
+            m["parts_within_1"] = float(np.mean([abs(s["parts"] - r["true_parts"]) <= 1 for r, s in _pairs(rows)]))
+            m["parts_exact"] = float(np.mean([s["parts"] == r["true_parts"] for r, s in _pairs(rows)]))
+            m["parts_at_most_2_pieces"] = float(np.mean([max(s["pieces"]) <= 2 for s in done]))
+            m["voxels"] = float(np.mean([s["voxels"] for s in done]))
+            m["seconds"] = float(np.mean([s["seconds"] for s in done]))
+        out[method] = m
+    return out
+
+
+def _pairs(rows):
+    return [(r, r["partgen"]) for r in rows if "partgen" in r and "failed" not in r["partgen"]]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", required=True)
     parser.add_argument("--models", default=None, help="model-set folder (default: the bundled one)")
-    parser.add_argument("--parts", default="learned", choices=["learned", "geometric"])
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--layout", default="stage1", choices=["stage1", "truth"], help="truth: stage 2 alone")
     parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--max-shapes", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--cfg", type=float, default=3.0)
-    parser.add_argument("--layout-cfg", type=float, default=1.0, help="stage 1's guidance")
-    parser.add_argument("--coordinates", default="auto", choices=["auto", "surface", "anchors"])
-    parser.add_argument("--anchor-band", type=int, default=2)
+    parser.add_argument("--max-shapes", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compare-points", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--sheet", type=Path)
+    parser.add_argument("--sheet-count", type=int, default=16)
+    parser.add_argument("overrides", nargs="*", help="partgen-generate settings, e.g. steps=12 cfg=3")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    generator = PartGenerator.from_folder(
-        args.models,
-        parts=args.parts,
-        steps=args.steps,
-        guidance=args.cfg,
-        layout_guidance=args.layout_cfg,
-        coordinates=args.coordinates,
-        anchor_band=args.anchor_band,
-    )
-    ds = ShapeRecords(args.records, split="val", val_fraction=args.val_fraction, seed=0)
-    rows = []
-    for i in range(min(args.max_shapes, len(ds))):
-        ref = ds.records[i]
-        meta = json.loads((ref.path / "meta.json").read_text())
-        row = {"key": ref.key, "true_parts": len(meta["parts"]["names"])}
-        try:
-            gen = generator(ref.path / "icon" / "icon.png", seed=0)
-        except GenerationError as err:
-            row.update(failed=str(err), f_0_05=0.0, f_0_01=0.0)
-            rows.append(row)
-            print(ref.key, "failed:", err, flush=True)
-            continue
-        vertices, faces, _ = whole_mesh(gen.parts)
-        with np.load(ref.path / "mesh.npz") as z:
-            truth = sample_mesh(z["vertices"], z["faces"], args.compare_points, seed=1)
-        pred = sample_mesh(vertices, faces, args.compare_points, seed=2)
-        row.update(
-            chamfer=chamfer_distance(pred, truth),
-            f_0_05=f_score(pred, truth, 0.05),
-            f_0_01=f_score(pred, truth, 0.01),
-            parts=len(gen.parts),
-            voxels=gen.tokens["voxels"],
-            part_attention_pairs=gen.tokens["part_attention_pairs"],
-            global_attention_pairs=gen.tokens["global_attention_pairs"],
-            times=gen.times,
-        )
-        rows.append(row)
-        print(ref.key, {k: row[k] for k in ("chamfer", "f_0_05", "parts", "true_parts", "voxels")}, flush=True)
-    done = [r for r in rows if "failed" not in r]
-    summary = {
-        "shapes": len(rows),
-        "failed": len(rows) - len(done),
-        "f_0_05": float(np.mean([r["f_0_05"] for r in rows])) if rows else None,
-        "f_0_01": float(np.mean([r["f_0_01"] for r in rows])) if rows else None,
-    }
-    if done:
-        summary |= {
-            "chamfer": float(np.mean([r["chamfer"] for r in done])),
-            "part_count_exact": float(np.mean([r["parts"] == r["true_parts"] for r in done])),
-            "part_count_abs_diff": float(np.mean([abs(r["parts"] - r["true_parts"]) for r in done])),
-            "voxels": float(np.mean([r["voxels"] for r in done])),
-            "attention_pairs_ratio": float(
-                np.mean([r["global_attention_pairs"] / r["part_attention_pairs"] for r in done])
-            ),
-            "times_s": {k: float(np.mean([r["times"][k] for r in done])) for k in done[0]["times"]},
-        }
+    methods = [m for m in args.methods.split(",") if m]
+    if set(methods) - set(METHODS):
+        parser.error(f"--methods takes {', '.join(METHODS)}")
+
+    val = select_records(args.records, "val", args.val_fraction)[: args.max_shapes]
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "resume", "sheet", "sheet_count")}
+    rows: dict[str, dict] = {}
+    if args.resume and args.json and Path(args.json).is_file():
+        old = json.loads(Path(args.json).read_text())
+        if old.get("settings") == settings:
+            rows = {r["key"]: r for r in old["shapes"]}
+            print(f"resuming: {len(rows)} shapes already scored")
+
+    generator = None
+    if "partgen" in methods:
+        from partgen.pipelines.generate import build_generator, compose_config
+
+        cfg = compose_config([f"checkpoint={args.models}"] * bool(args.models) + args.overrides)
+        generator = build_generator(cfg)
+        print("partgen:", json.dumps(generator.settings()))
+    index = None
+    if "retrieval" in methods:
+        train = select_records(args.records, "train", args.val_fraction)
+        files = {r.key: r.path / "icon" / "icon.png" for r in train if (r.path / "icon" / "icon.png").is_file()}
+        index = IconIndex.from_files(files)
+        train_paths = {r.key: r.path for r in train}
+
+    sheet_rows, sheet_text = [], []
+    for i, ref in enumerate(val):
+        icon = ref.path / "icon" / "icon.png"
+        truth = load_mesh(ref.path)
+        camera = icon_camera(ref.path)
+        row = rows.get(ref.key) or {"key": ref.key, "true_parts": len(ref.part_names)}
+        gen_mesh = retrieved = None
+        if "ceiling" in methods and "ceiling" not in row:
+            row["ceiling"] = surface_metrics(truth, truth, args.compare_points, seed=10) | {"view_iou": 1.0}
+        if index is not None:
+            key, dist = index.nearest(read_icon(icon))[0]
+            retrieved = load_mesh(train_paths[key])
+            if "retrieval" not in row:
+                row["retrieval"] = score(retrieved, truth, camera, args.compare_points) | {
+                    "match": key,
+                    "icon_l2": dist,
+                }
+        need_sheet = args.sheet is not None and i < args.sheet_count
+        if generator is not None and ("partgen" not in row or need_sheet):
+            from partgen.pipelines.generate import GenerationError, whole_mesh
+
+            start = time.perf_counter()
+            try:
+                layout = truth if args.layout == "truth" else None
+                gen = generator(icon, seed=args.seed, layout=layout)
+            except GenerationError as err:
+                row["partgen"] = FAILED | {"failed": str(err)}
+                print(ref.key, "failed:", err, flush=True)
+            else:
+                vertices, faces, face_part = whole_mesh(gen.parts)
+                gen_mesh = (vertices, faces, face_part)
+                if "partgen" not in row:
+                    coords = gen.voxels.coords[:, 1:].numpy()
+                    row["partgen"] = score((vertices, faces), truth, camera, args.compare_points) | {
+                        "parts": len(gen.parts),
+                        "pieces": part_pieces(coords, gen.voxels.part.numpy()),
+                        "voxels": int(gen.tokens["voxels"]),
+                        "seconds": time.perf_counter() - start,
+                        "times": gen.times,
+                    }
+        rows[ref.key] = row
+        brief = {m: {k: round(row[m][k], 3) for k in ("f_0.02", "normal_consistency", "view_iou")} for m in methods}
+        print(f"[{i + 1}/{len(val)}] {ref.key}", json.dumps(brief), flush=True)
+        if need_sheet:
+            tiles, text = [icon_tile(icon)], [ref.key[-22:]]
+            if "partgen" in methods:
+                if gen_mesh is not None:
+                    side = orbit_cameras(6, radius=2.2, elevation_deg=25.0, size=160)[5]  # yaw -60
+                    tiles += [tile(*gen_mesh[:2], camera, gen_mesh[2]), tile(*gen_mesh[:2], side, gen_mesh[2])]
+                    p = row["partgen"]
+                    text += [f"NC {p['normal_consistency']:.2f} F2 {p['f_0.02']:.2f}", f"{p['parts']} parts"]
+                else:
+                    tiles += [np.full((160, 160, 3), 255, np.uint8)] * 2
+                    text += ["failed", ""]
+            if retrieved is not None:
+                tiles.append(tile(*retrieved, camera))
+                text.append(f"NC {row['retrieval']['normal_consistency']:.2f} F2 {row['retrieval']['f_0.02']:.2f}")
+            tiles.append(tile(*truth, camera))
+            text.append(f"{row['true_parts']} parts")
+            sheet_rows.append(tiles)
+            sheet_text.append(text)
+        if args.json:
+            summary = summarise(list(rows.values()))
+            Path(args.json).write_text(
+                json.dumps({"settings": settings, "summary": summary, "shapes": list(rows.values())}, indent=1)
+            )
+    summary = summarise([rows[r.key] for r in val])
     print(json.dumps(summary, indent=1))
-    if args.json:
-        settings = {k: v for k, v in vars(args).items() if k != "json"}
-        with open(args.json, "w") as f:
-            json.dump({"settings": settings, "summary": summary, "shapes": rows}, f, indent=1)
+    if args.sheet is not None and sheet_rows:
+        header = ["icon"] + (["partgen (icon view)", "partgen (side)"] if "partgen" in methods else [])
+        header += (["retrieval"] if index is not None else []) + ["truth"]
+        write_sheet(args.sheet, sheet_rows, sheet_text, header)
+        print(f"wrote {args.sheet}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,34 @@ class Generation:
     tokens: dict
 
 
+MIN_IMAGE_SIDE = 16  # pixels
+MIN_FOREGROUND = 0.01  # share of the image's pixels
+
+
+def check_foreground(path: str | Path, min_side: int = MIN_IMAGE_SIDE, min_fraction: float = MIN_FOREGROUND) -> float:
+    """The share of an image's pixels that show the object (partgen.eval.retrieval.ink_mask: its alpha
+    where it has one, else what is not white); ImageError when the image is smaller than min_side
+    pixels a side or the object covers less than min_fraction of it (a blank image has nothing to
+    reconstruct: it is refused in a second, before any model runs)."""
+    from PIL import Image
+
+    from partgen.eval.retrieval import ink_mask
+
+    with Image.open(path) as im:
+        if min(im.size) < min_side:
+            raise ImageError(
+                f"{path}: the image is {im.width} x {im.height} pixels, too small to show an object "
+                f"(at least {min_side} x {min_side})"
+            )
+        fraction = float(ink_mask(np.asarray(im.convert("RGBA"))).mean())
+    if fraction < min_fraction:
+        raise ImageError(
+            f"{path}: no object in the image (its foreground covers {100 * fraction:.2f}% of the pixels, "
+            f"under {100 * min_fraction:g}%; give the object on a white or transparent background)"
+        )
+    return fraction
+
+
 def resolve_models(path: str | Path | None) -> Path:
     """The model-set folder a checkpoint argument names (None: the bundled default)."""
     folder = DEFAULT_MODELS if path is None else Path(path)
@@ -186,7 +214,8 @@ class PartGenerator:
     max_parts:  the most parts the layout is cut into (the count is chosen automatically up to it)
     min_part_fraction: parts with a smaller share of the voxels join their nearest larger part
     segment_faces: the layout surface is decimated to at most this many faces before it is cut
-    max_voxels: a layout with more voxels is refused (GenerationError) rather than sampled for minutes
+    max_tokens: a layout with more voxels (stage-2 tokens) is refused (GenerationError) in seconds rather
+                than sampled for many minutes
     max_group:  stage 2 attends within groups of at most this many voxels (split_large_parts)
     level:      the level set of the decoded blocks (voxel units)
     mesh_subdiv: mesh cells per voxel side, a divisor of the SLat VAE's s (None: s; s / 2 gives a
@@ -208,7 +237,7 @@ class PartGenerator:
         max_parts: int = 8,
         min_part_fraction: float = 0.02,
         segment_faces: int = 20000,
-        max_voxels: int = 50000,
+        max_tokens: int = 50000,
         max_group: int = 2048,
         level: float = 0.0,
         mesh_subdiv: int | None = None,
@@ -226,7 +255,7 @@ class PartGenerator:
         self.layout, self.slat_vae, self.part_dit, self.segmenter = layout, slat_vae, part_dit, segmenter
         self.steps, self.guidance, self.max_parts = int(steps), float(guidance), int(max_parts)
         self.level, self.schedule, self.segment_faces = float(level), schedule, int(segment_faces)
-        self.max_voxels, self.min_part_fraction = int(max_voxels), float(min_part_fraction)
+        self.max_tokens, self.min_part_fraction = int(max_tokens), float(min_part_fraction)
         self.max_group, self.precision = int(max_group), precision
         sub = slat_vae.subdiv if mesh_subdiv is None else int(mesh_subdiv)
         if sub < 1 or slat_vae.subdiv % sub:
@@ -278,9 +307,25 @@ class PartGenerator:
         seg = Segmenter.from_checkpoint(segmenter, device=device, max_parts=max_parts) if parts == "learned" else None
         return cls(layout, slat, dit, seg, steps=steps, guidance=guidance, **options)
 
+    def settings(self) -> dict:
+        """The sampling settings, as report.json records them."""
+        return {
+            "steps": self.steps,
+            "layout_steps": self.layout.steps,
+            "cfg": self.guidance,
+            "layout_cfg": self.layout.guidance,
+            "coordinates": self.layout.coordinates,
+            "parts": "learned" if self.segmenter is not None else "geometric",
+            "schedule": self.schedule or "model",
+            "precision": self.precision,
+        }
+
     def load_image(self, path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-        """The image at the sizes stage 1 and stage 2 read (ImageError names the file and the reason)."""
-        return load_image(path, self.layout.image_size), load_image(path, self.part_dit.image_encoder.image_size)
+        """The image at the sizes stage 1 and stage 2 read (ImageError names the file and the reason,
+        check_foreground's among them)."""
+        layout_image = load_image(path, self.layout.image_size)  # an unreadable file fails here first
+        check_foreground(path)
+        return layout_image, load_image(path, self.part_dit.image_encoder.image_size)
 
     def _parts(self, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, list[str]]:
         if self.segmenter is not None:
@@ -291,17 +336,21 @@ class PartGenerator:
         face_part = segment_mesh(vertices, faces, None, GeometricConfig(max_parts=self.max_parts))
         return face_part, [f"part_{p}" for p in range(int(face_part.max()) + 1)]
 
-    def _layout_from_mesh(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, int]:
-        """A coarse shape given as a mesh file (normalised into the cube) -> its surface voxels and itself,
-        seconds, and 0 layout latents."""
+    def _layout_from_mesh(self, layout) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, int]:
+        """A coarse shape given as a mesh file or (vertices, faces) (normalised into the cube) -> its
+        surface voxels and itself, seconds, and 0 layout latents."""
         from partgen.data_pipeline.mesh_io import load_mesh, normalise
         from partgen.data_pipeline.voxelize import voxelize_surface
 
         t0 = time.perf_counter()
-        mesh = load_mesh(path)
-        vertices = normalise(mesh.vertices).apply(mesh.vertices)
-        coords = voxelize_surface(vertices, mesh.faces, self.layout.voxel_resolution).coords.astype(np.int64)
-        return coords, vertices, mesh.faces, {"layout_from_mesh_s": time.perf_counter() - t0}, 0
+        if isinstance(layout, tuple):
+            vertices, faces = layout
+        else:
+            mesh = load_mesh(layout)
+            vertices, faces = mesh.vertices, mesh.faces
+        vertices = normalise(vertices).apply(vertices)
+        coords = voxelize_surface(vertices, faces, self.layout.voxel_resolution).coords.astype(np.int64)
+        return coords, vertices, faces, {"layout_from_mesh_s": time.perf_counter() - t0}, 0
 
     def _layout_from_image(self, image: torch.Tensor, seed: int, progress: bool):
         """Stage 1 -> surface voxels, the coarse surface, seconds per step and the latent count."""
@@ -312,11 +361,10 @@ class PartGenerator:
         return coords, vertices, faces, times, int(layout.latents.shape[0])
 
     @torch.no_grad()
-    def __call__(
-        self, image: str | Path, seed: int = 0, progress: bool = False, layout: str | Path | None = None
-    ) -> Generation:
-        """image -> Generation; layout: a mesh file that stands in for stage 1 (its surface voxels and
-        surface are used as the layout: stage 2 then details a coarse shape the user gives)."""
+    def __call__(self, image: str | Path, seed: int = 0, progress: bool = False, layout=None) -> Generation:
+        """image -> Generation; layout: a mesh file or (vertices, faces) that stands in for stage 1 (its
+        surface voxels and surface are used as the layout: stage 2 then details a coarse shape the user
+        gives)."""
         device = next(self.part_dit.parameters()).device
         image_layout, image_dit = (im.to(device) for im in self.load_image(image))
         if layout is None:
@@ -328,10 +376,10 @@ class PartGenerator:
             raise GenerationError(
                 f"stage 1 made an empty layout for {image} (seed {seed}): no surface in the occupancy"
             )
-        if len(coords) > self.max_voxels:
+        if len(coords) > self.max_tokens:
             raise GenerationError(
-                f"the layout has {len(coords)} voxels for {image} (seed {seed}), more than max_voxels="
-                f"{self.max_voxels}: try another seed, or raise max_voxels"
+                f"the layout has {len(coords)} voxel tokens for {image} (seed {seed}), more than max_tokens="
+                f"{self.max_tokens} (stage 2 would run for many minutes): try another seed, or raise max_tokens"
             )
 
         t0 = time.perf_counter()
@@ -488,6 +536,42 @@ def part_settings(parts) -> tuple[str, str | None, int]:
     return method, checkpoint, int(parts.get("max_parts") or 8)
 
 
+def compose_config(overrides: list[str] = ()):
+    """conf/generate.yaml composed with Hydra overrides (e.g. ["steps=12"]), as partgen-generate
+    reads it (image and output may stay unset for build_generator)."""
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        return compose("generate", overrides=list(overrides))
+
+
+def build_generator(cfg) -> PartGenerator:
+    """The PartGenerator a partgen-generate config (conf/generate.yaml) describes."""
+    steps = int(cfg.steps)
+    if steps < 1:
+        raise InputError(f"steps must be at least 1, got {steps}")
+    method, segmenter, max_parts = part_settings(cfg.get("parts", "learned"))
+    return PartGenerator.from_folder(
+        cfg.get("checkpoint"),
+        parts=method,
+        segmenter=segmenter,
+        steps=steps,
+        guidance=float(cfg.cfg),
+        layout_steps=int(cfg.get("layout_steps", 25)),
+        layout_guidance=float(cfg.get("layout_cfg", 1.0)),
+        coordinates=str(cfg.get("coordinates", "auto")),
+        anchor_band=int(cfg.get("anchor_band", 2)),
+        max_parts=max_parts,
+        max_group=int(cfg.get("max_group", 2048)),
+        mesh_subdiv=cfg.get("mesh_subdiv"),
+        device=cfg.get("device"),
+        max_tokens=int(cfg.get("max_tokens", 50000)),
+        schedule=cfg.get("schedule"),
+        precision=str(cfg.get("precision", "fp32")),
+    )
+
+
 def main(cfg) -> int:
     """partgen-generate: cfg.image -> cfg.output (conf/generate.yaml); 0 on success, 1 on bad input.
 
@@ -498,45 +582,15 @@ def main(cfg) -> int:
         image, output = Path(str(cfg.image)), Path(str(cfg.output))
         overwrite = bool(cfg.get("overwrite", False))
         check_output(output, overwrite)
-        steps, guidance, seed = int(cfg.steps), float(cfg.cfg), int(cfg.seed)
-        method, segmenter, max_parts = part_settings(cfg.get("parts", "learned"))
-        if steps < 1:
-            raise InputError(f"steps must be at least 1, got {steps}")
         start = time.perf_counter()
-        generator = PartGenerator.from_folder(
-            cfg.get("checkpoint"),
-            parts=method,
-            segmenter=segmenter,
-            steps=steps,
-            guidance=guidance,
-            layout_steps=int(cfg.get("layout_steps", 25)),
-            layout_guidance=float(cfg.get("layout_cfg", 1.0)),
-            coordinates=str(cfg.get("coordinates", "auto")),
-            anchor_band=int(cfg.get("anchor_band", 2)),
-            max_parts=max_parts,
-            max_group=int(cfg.get("max_group", 2048)),
-            mesh_subdiv=cfg.get("mesh_subdiv"),
-            device=cfg.get("device"),
-            max_voxels=int(cfg.get("max_voxels", 50000)),
-            schedule=cfg.get("schedule"),
-            precision=str(cfg.get("precision", "fp32")),
-        )
+        generator = build_generator(cfg)
         load_s = time.perf_counter() - start
         layout = cfg.get("layout")
+        seed = int(cfg.seed)
         gen = generator(image, seed=seed, progress=bool(cfg.get("progress", True)), layout=layout)
         gen.times = {"load_models_s": load_s} | gen.times
-        settings = {
-            "seed": seed,
-            "steps": steps,
-            "layout_steps": int(cfg.get("layout_steps", 25)),
-            "cfg": guidance,
-            "layout_cfg": generator.layout.guidance,
-            "coordinates": generator.layout.coordinates,
-            "parts": method,
-        }
+        settings = {"seed": seed} | generator.settings()
         settings["layout"] = str(layout) if layout else "stage 1"
-        settings["schedule"] = cfg.get("schedule") or "model"
-        settings["precision"] = generator.precision
         report = make_report(
             image, gen, settings, str(resolve_models(cfg.get("checkpoint"))), time.perf_counter() - start
         )
@@ -557,6 +611,8 @@ __all__ = [
     "Generation",
     "GenerationError",
     "PartGenerator",
+    "build_generator",
+    "compose_config",
     "main",
     "resolve_models",
     "voxel_parts",

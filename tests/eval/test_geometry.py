@@ -46,3 +46,26 @@ def test_inside_profile_counts_queries_and_inside_ones_per_distance_band():
     assert got.tolist() == [1, 2, 1, 0, 1, 0, 0, 0]
     with pytest.raises(ValueError, match="one value per query"):
         inside_profile(inside[:3], sdf, voxel)
+
+
+def test_normal_consistency_sees_noise_that_f_score_at_0_05_misses():
+    import trimesh
+
+    from partgen.eval.geometry import normal_consistency, normalise_box, sample_mesh, surface_metrics
+
+    box = trimesh.creation.box((1.0, 0.6, 0.4))
+    pts, normals = sample_mesh(box.vertices, box.faces, 4000, seed=0, normals=True)
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1) and np.allclose(np.abs(normals).max(1), 1)
+    rng = np.random.default_rng(0)
+    random = rng.normal(size=normals.shape)
+    random /= np.linalg.norm(random, axis=1, keepdims=True)
+    assert normal_consistency(pts, normals, pts, normals) == pytest.approx(1.0)
+    assert normal_consistency(pts, random, pts, normals) == pytest.approx(0.5, abs=0.03)
+    # a fuzzy shell of the right size: good at 0.05, bad in its normals and at 0.01
+    fine = box.subdivide().subdivide().subdivide().subdivide()
+    noisy = fine.vertices + rng.normal(0, 0.015, fine.vertices.shape)
+    fuzzy = surface_metrics((noisy, fine.faces), (box.vertices, box.faces), 10000)
+    exact = surface_metrics((fine.vertices * 3 + 1, fine.faces), (box.vertices, box.faces), 10000)  # scaled, moved
+    assert fuzzy["f_0.05"] > 0.95 and fuzzy["normal_consistency"] < 0.75 and fuzzy["f_0.01"] < 0.6
+    assert exact["normal_consistency"] > 0.97 and exact["f_0.02"] > 0.95 and exact["chamfer_l2"] < 1e-4
+    assert np.allclose(np.ptp(normalise_box(fine.vertices * 3 + 1), 0).max(), 1.0)

@@ -117,6 +117,29 @@ def test_bad_images_fail_in_one_line_and_write_nothing(tmp_path, capsys, content
     assert main(config(tmp_path / "missing.png", tmp_path / "out")) == 1
 
 
+@pytest.mark.parametrize(
+    "size, colour, reason",
+    [((128, 128), (255, 255, 255), "no object in the image"), ((1, 1), (0, 0, 0), "too small to show an object")],
+)
+def test_images_without_an_object_are_refused_in_seconds(tmp_path, capsys, size, colour, reason):
+    import time
+
+    Image.new("RGB", size, colour).save(tmp_path / "empty.png")
+    start = time.perf_counter()
+    assert main(config(tmp_path / "empty.png", tmp_path / "out")) == 1
+    assert time.perf_counter() - start < 30  # models load, nothing samples (it ran > 5 min before)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("partgen-generate:") and "empty.png" in err and reason in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_layout_over_the_token_cap_is_refused(tmp_path, capsys):
+    mesh = EXAMPLES.parent / "table.obj"
+    assert main(config(TRAINING_ICON, tmp_path / "out", layout=str(mesh), max_tokens=100)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "more than max_tokens=100" in err and "\n" not in err and not (tmp_path / "out").exists()
+
+
 def test_model_sets_that_lack_a_stage_or_name_foreign_code_are_refused(tmp_path, capsys):
     models = tmp_path / "models"
     shutil.copytree(DEFAULT_MODELS, models)
