@@ -161,7 +161,7 @@ def _bwd_dkdv(
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
     dk = dk * scale
-    grouped = k_begin + cols  # this group's own rows of the (M_k, H, .) buffers
+    grouped = (k_begin + cols).to(tl.int64)  # this group's own rows of the (M_k, H, .) buffers
     tl.store(
         DK + grouped[:, None] * sdk0 + h * sdk1 + offs_d[None, :], dk, mask=col_ok[:, None] & (offs_d[None, :] < D)
     )
