@@ -6,8 +6,8 @@
 #             and the Triton kernels' own tests on CUDA (bf16 included)
 #   bench     bf16 N=131072 P=8 H=8 D=64, forward and backward, against flash_attn varlen (when
 #             installed) and the SDPA loop; the JSON is printed and fails the run if a kernel did not run
-# Every step runs, each under its own time limit (so a later step still reports when an earlier one
-# failed), and the script exits non-zero if any step failed. Output goes to $OUT.
+# Every step runs, each under its own time limit (470 s in all), so a later step still reports when
+# an earlier one failed; the script exits non-zero if any step failed. Output goes to $OUT.
 # That machine has its own Python with a CUDA torch (and the triton it brings) and no network:
 # partgen is installed without dependencies, and only tests that need torch alone run there.
 set -uo pipefail
@@ -30,14 +30,14 @@ step() {
   if [ "$rc" -ne 0 ]; then FAILED+=("$name (exit $rc)"); fi
 }
 
-step machine 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && $PY -c '
+step machine 20 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && $PY -c '
 import importlib.util, torch
 print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name())
 for name in (\"triton\", \"flash_attn\", \"xformers\"):
     spec = importlib.util.find_spec(name)
     print(name, __import__(name).__version__ if spec else \"not installed\")
 '"
-step install 60 $PY -m pip install -q --no-deps --no-build-isolation -e .
+step install 40 $PY -m pip install -q --no-deps --no-build-isolation -e .
 step build 150 $PY -c '
 import logging, sys
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -49,12 +49,12 @@ sys.exit(0 if ok else 1)
 '
 # gpu-marked tests and the Triton folder (collected where CUDA is); flex is left out: on CUDA it
 # compiles per shape and dtype (tens of seconds each), more than this run's time allows
-step tests 180 $PY -m pytest -m "not slow" -k "not flex" tests/nn/test_attention_gpu.py \
+step tests 170 $PY -m pytest -m "not slow" -k "not flex" tests/nn/test_attention_gpu.py \
     tests/kernels/triton_part_attention -q -p no:cacheprovider -rfEs --durations=15
-step bench 100 $PY scripts/bench_part_attention.py --device cuda --dtype bfloat16 --tokens 131072 --parts 8 \
+step bench 80 $PY scripts/bench_part_attention.py --device cuda --dtype bfloat16 --tokens 131072 --parts 8 \
     --heads 8 --head-dim 64 --backward --no-full --repeats 5 \
     --backends flash_attn,partgen_triton,partgen_cuda,xformers,sdpa_loop --json "$OUT/bench-cuda-131072-p8.json"
-step bench-json 20 $PY -c '
+step bench-json 10 $PY -c '
 import json, sys
 report = json.load(open(sys.argv[1]))
 print(json.dumps(report, indent=2))
