@@ -9,6 +9,9 @@ DEB_PACKAGES := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers
 # The CPU wheel (on local disk here). A plain range would pull the 5 GB CUDA build; on a GPU
 # machine run `make TORCH=torch==2.14.1 ...` (see README, GPU installation).
 TORCH ?= torch==2.13.0
+# The Triton release the CUDA build of torch 2.13.0 requires: CI runs partgen's Triton kernels under
+# its interpreter on the CPU with it. A CUDA torch brings its own triton, which is then kept.
+TRITON ?= triton==3.7.1
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-slow bench lint format deb venv clean
@@ -51,6 +54,7 @@ $(BIN)/python:
 # reinstall only when the project's metadata changed
 $(STAMP): pyproject.toml kernels/csrc/part_attention_cpu.cpp | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/python -m pip install -q "$(TRITON)"
 	$(BIN)/python -m partgen.kernels || echo "partgen: CPU kernels not built; the reference will be used"
 	touch $@
 

@@ -107,7 +107,7 @@ def load_cuda_op() -> tuple[bool, str]:
         )
     except Exception as err:
         reason = f"building the CUDA op failed: {type(err).__name__}: {str(err).strip().splitlines()[-1:]}"
-        log.debug("partgen.kernels: %s", reason)
+        log.debug("partgen.kernels: %s; the whole error:\n%s", reason, err)  # nvcc's messages, for gpu_check
         return False, reason
     return True, ""
 

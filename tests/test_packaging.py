@@ -45,6 +45,7 @@ def test_nothing_prints_at_import():
         "partgen.nn.blocks",
         "partgen.nn.sparse_conv",
         "partgen.kernels",
+        "partgen.kernels.triton.part_attention",
         "partgen.nn.point_ops",
         "partgen.models.point_transformer",
         "partgen.models.io",

@@ -13,6 +13,11 @@ Backends (xformers style): each one lists why it cannot run an input
 (`not_supported_reasons`); `backend="auto"` walks BACKENDS in priority order and takes the
 first with no reason. The default backend comes from `use_attention_backend(...)`, else the
 environment variable PARTGEN_ATTENTION_BACKEND, else "auto".
+
+On CUDA, `auto` takes a backend only after it has matched the reference on a small random case
+in this process (`self_check`: once per backend, device, dtype, head dims and grad; cached). A
+backend that fails logs one warning and `auto` falls back to the next. No CI machine has a GPU,
+so no CUDA path is trusted untested. A backend named explicitly runs unchecked.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 
 from partgen.kernels import NATIVE_DTYPES, native_op, part_attention_reference
 from partgen.kernels.ops import check_shapes, validate_inputs
-from partgen.structures import PartGroups
+from partgen.structures import PartGroups, cu_seqlens_from_lengths, groups_from_mask
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,8 @@ class AttentionBackend:
     """A way to compute `attention`. Subclasses set `name` and implement both methods."""
 
     name: str = ""
+    auto_devices: tuple[str, ...] | None = None  # device types `auto` may take it on (None: any)
+    self_checked: bool = True  # on SELF_CHECK_DEVICES, `auto` takes it only once self_check passes
 
     def not_supported_reasons(self, inp: AttentionInputs) -> list[str]:
         raise NotImplementedError
@@ -95,6 +102,7 @@ class ReferenceBackend(AttentionBackend):
     """partgen.kernels' exact PyTorch reference: always available, slow, any dtype."""
 
     name = "reference"
+    self_checked = False  # the ground truth the self-checks compare against
 
     def not_supported_reasons(self, inp):
         return []
@@ -257,6 +265,33 @@ class FlashAttnBackend(AttentionBackend):
         return inp.ungroup(out)
 
 
+class TritonBackend(AttentionBackend):
+    """partgen.kernels.triton's part-attention kernels (CUDA; CPU tensors under TRITON_INTERPRET=1).
+
+    The interpreter runs the same kernel source on the CPU for tests, far slower than partgen_cpu:
+    `auto` takes this backend on CUDA only.
+    """
+
+    name = "partgen_triton"
+    auto_devices = ("cuda",)
+
+    def not_supported_reasons(self, inp):
+        reasons = _missing("triton")
+        interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        if inp.device.type != "cuda" and not (inp.device.type == "cpu" and interpreted):
+            reasons.append(f"partgen_triton runs on CUDA (on CPU under TRITON_INTERPRET=1), input on {inp.device.type}")
+        if reasons:
+            return reasons
+        from partgen.kernels.triton.part_attention import not_supported_reasons
+
+        return not_supported_reasons(inp.q, inp.v)
+
+    def forward(self, inp):
+        from partgen.kernels.triton.part_attention import part_attention_triton
+
+        return part_attention_triton(inp.q, inp.k, inp.v, inp.q_groups, inp.kv_groups, inp.scale)
+
+
 class NativeBackend(AttentionBackend):
     """partgen.kernels' compiled op for one device type (built on first use, cached)."""
 
@@ -282,6 +317,7 @@ BACKENDS: dict[str, AttentionBackend] = {
     b.name: b
     for b in (
         FlashAttnBackend(),
+        TritonBackend(),
         NativeBackend("cuda"),
         XformersBackend(),
         NativeBackend("cpu"),
@@ -314,6 +350,9 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown attention backend {name!r}; known: auto, {', '.join(BACKENDS)}")
 
 
+_REFERENCE = BACKENDS["reference"]
+
+
 def _make_inputs(q, k, v, q_groups, kv_groups, scale) -> AttentionInputs:
     kv_groups = q_groups if kv_groups is None else kv_groups
     if os.environ.get("PARTGEN_DEBUG"):
@@ -328,6 +367,103 @@ def supported_backends(inp: AttentionInputs) -> dict[str, list[str]]:
     return {name: b.not_supported_reasons(inp) for name, b in BACKENDS.items()}
 
 
+# Device types on which `auto` takes a backend only after self_check: CUDA, where no CI machine
+# has run anything. (CPU paths are tested by CI; tests patch this to exercise the logic on CPU.)
+SELF_CHECK_DEVICES: tuple[str, ...] = ("cuda",)
+# eps of the self-check rule, relative to the reference's largest magnitude; loose enough for TF32
+# (a user may enable it) yet far below what a wrong kernel gives
+SELF_CHECK_EPS = {torch.float64: 1e-6, torch.float32: 2e-3, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+_self_checks: dict[tuple, str] = {}  # (backend, device, dtype, D, D_v, grad) -> "" passed, else why not
+
+
+def _self_check_cases(device: torch.device, head_dim: int, value_dim: int, heads: int = 2) -> dict[str, tuple]:
+    """Small fp64 cases on device: (q, k, v, q_groups, kv_groups or None, weight of the output in the loss).
+
+    self:  6 groups of 37, 1, 0, 150, 20, 5 tokens in shuffled token order (an empty group, a
+           singleton, a group over several 64-row tiles)
+    cross: the same queries; 41 keys, each seen by a random subset of the groups, every group
+           seeing at least one (some backends refuse queries without keys)
+    """
+    g = torch.Generator().manual_seed(1234)
+    lengths = [37, 1, 0, 150, 20, 5]
+    n, m = sum(lengths), 41
+    q_groups = PartGroups(
+        perm=torch.randperm(n, generator=g), cu_seqlens=cu_seqlens_from_lengths(lengths), max_seqlen=max(lengths)
+    ).to(device)
+    visible = torch.rand(len(lengths), m, generator=g) < 0.4
+    visible[:, 0] = True
+    kv_groups = groups_from_mask(visible).to(device)
+
+    def rand(rows, dim):
+        return torch.randn(rows, heads, dim, generator=g, dtype=torch.float64).to(device)
+
+    return {
+        "self": (rand(n, head_dim), rand(n, head_dim), rand(n, value_dim), q_groups, None, rand(n, value_dim)),
+        "cross": (rand(n, head_dim), rand(m, head_dim), rand(m, value_dim), q_groups, kv_groups, rand(n, value_dim)),
+    }
+
+
+def self_check(
+    b: AttentionBackend, device: torch.device, dtype: torch.dtype, head_dim: int, value_dim: int, grad: bool
+) -> str:
+    """Run b on _self_check_cases against the reference: "" when it agrees, else what went wrong.
+
+    Rule (flash-attention's): err(b, ref64) <= 2 * err(reference in dtype, ref64) + eps * max(1, |ref64|)
+    for the output and, with grad, dq, dk, dv. Exceptions propagate (the caller counts them as failures).
+    """
+    eps = SELF_CHECK_EPS.get(dtype, 1e-2)
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        for case, (q, k, v, q_groups, kv_groups, weight) in _self_check_cases(device, head_dim, value_dim).items():
+            kv_groups = q_groups if kv_groups is None else kv_groups
+            results = {}
+            for who, runner, dt in (("ref64", _REFERENCE, torch.float64), ("low", _REFERENCE, dtype), ("b", b, dtype)):
+                inputs = [t.detach().to(dt).requires_grad_(grad) for t in (q, k, v)]
+                inp = AttentionInputs(*inputs, q_groups, kv_groups, head_dim**-0.5)
+                if who == "b" and (reasons := b.not_supported_reasons(inp)):
+                    return f"{case}: cannot run the check case: {'; '.join(reasons)}"
+                out = runner.forward(inp)
+                if grad:
+                    (out * weight.to(dt)).sum().backward()
+                results[who] = [out.detach().double()] + ([t.grad.double() for t in inputs] if grad else [])
+            for label, got, low, ref in zip(
+                ("out", "dq", "dk", "dv"), results["b"], results["low"], results["ref64"], strict=False
+            ):
+                err = (got - ref).abs().max().item()
+                bound = 2 * (low - ref).abs().max().item() + eps * max(1.0, ref.abs().max().item())
+                if not err <= bound:  # NaN fails too
+                    return f"{case} {label}: error {err:.3g} > bound {bound:.3g}"
+    return ""
+
+
+def self_check_failure(b: AttentionBackend, inp: AttentionInputs) -> str:
+    """Why `auto` may not take b for inp, or "" when it may (no check needed there, or passed).
+
+    The check runs once per (backend, device, dtype, D, D_v, grad) in this process; the result is cached.
+    """
+    if not b.self_checked or inp.device.type not in SELF_CHECK_DEVICES:
+        return ""
+    key = (b.name, str(inp.device), inp.dtype, inp.q.shape[-1], inp.v.shape[-1], inp.requires_grad)
+    if key not in _self_checks:
+        try:
+            failure = self_check(b, inp.device, inp.dtype, inp.q.shape[-1], inp.v.shape[-1], inp.requires_grad)
+        except Exception as err:  # a crashing kernel is a failing one: fall back, say why
+            failure = f"raised {type(err).__name__}: {err}"
+        if failure:
+            log.warning(
+                "attention: backend %s failed its self-check against the reference on %s %s (D=%d, D_v=%d, grad=%s): "
+                "%s; auto will not use it in this process",
+                b.name,
+                inp.device,
+                inp.dtype,
+                inp.q.shape[-1],
+                inp.v.shape[-1],
+                inp.requires_grad,
+                failure,
+            )
+        _self_checks[key] = failure
+    return _self_checks[key]
+
+
 def select_backend(inp: AttentionInputs, backend: str | None = None) -> AttentionBackend:
     name = backend or default_backend()
     _check_name(name)
@@ -338,8 +474,13 @@ def select_backend(inp: AttentionInputs, backend: str | None = None) -> Attentio
         return BACKENDS[name]
     why = {}
     for b in BACKENDS.values():
-        why[b.name] = b.not_supported_reasons(inp)
-        if not why[b.name]:
+        reasons = b.not_supported_reasons(inp)
+        if not reasons and b.auto_devices is not None and inp.device.type not in b.auto_devices:
+            reasons = [f"auto takes {b.name} on {', '.join(b.auto_devices)} only"]
+        if not reasons and (failure := self_check_failure(b, inp)):
+            reasons = [f"failed its self-check in this process: {failure}"]
+        why[b.name] = reasons
+        if not reasons:
             return b
     lines = "\n".join(f"  {n}: {'; '.join(r)}" for n, r in why.items())
     raise ValueError(f"no attention backend can run this input:\n{lines}")

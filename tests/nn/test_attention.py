@@ -1,9 +1,11 @@
 """Group attention: every CPU backend against a dense masked fp64 computation, and dispatch rules."""
 
+import logging
+
 import pytest
 import torch
 
-from partgen.kernels import native_available
+from partgen.kernels import native_available, part_attention_reference
 from partgen.nn import attention as attn
 from partgen.nn.attention import BACKENDS, attention, use_attention_backend
 from partgen.structures import cu_seqlens_from_lengths, groups_from_cu_seqlens, groups_from_mask, part_groups
@@ -144,6 +146,7 @@ def test_every_backend_says_why_not_and_errors_list_reasons(monkeypatch):
     assert any("CUDA" in r for r in reasons["flash_attn"]) and any("CUDA" in r for r in reasons["xformers"])
     assert reasons["partgen_cpu"] == ["partgen_cpu takes torch.float32, torch.bfloat16, got torch.float64"]
     assert reasons["partgen_cuda"] == ["partgen_cuda runs on cuda, input on cpu"]
+    assert any("partgen_triton runs on CUDA" in r for r in reasons["partgen_triton"])
     with pytest.raises(ValueError, match="flash_attn cannot run this input: .*CUDA"):
         attention(q, k, v, qg, backend="flash_attn")
     monkeypatch.setattr(attn, "BACKENDS", {"xformers": BACKENDS["xformers"]})
@@ -182,3 +185,97 @@ def test_debug_mode_validates_groups(monkeypatch):
     bad = type(qg)(perm=torch.zeros(10, dtype=torch.long), cu_seqlens=qg.cu_seqlens, max_seqlen=qg.max_seqlen)
     with pytest.raises(ValueError, match="not a permutation"):
         attention(q, k, v, bad)
+
+
+class FakeBackend(attn.AttentionBackend):
+    """The reference, optionally wrong (forward or gradient only) or crashing; counts its calls."""
+
+    def __init__(self, name, wrong_forward=False, wrong_grad=False, crash=False):
+        self.name, self.wrong_forward, self.wrong_grad, self.crash = name, wrong_forward, wrong_grad, crash
+        self.calls = 0
+
+    def not_supported_reasons(self, inp):
+        return []
+
+    def forward(self, inp):
+        self.calls += 1
+        if self.crash:
+            raise RuntimeError("an illegal memory access was encountered")
+        out = part_attention_reference(inp.q, inp.k, inp.v, inp.q_groups, inp.kv_groups, inp.scale)
+        if self.wrong_grad:  # right values, half the gradient
+            return out.detach() + 0.5 * (out - out.detach())
+        return out * 1.5 if self.wrong_forward else out
+
+
+@pytest.fixture
+def self_checked_cpu(monkeypatch):
+    """Self-checks on CPU (as on CUDA), an empty cache, and BACKENDS set by the test."""
+    monkeypatch.setattr(attn, "SELF_CHECK_DEVICES", ("cpu",))
+    monkeypatch.setattr(attn, "_self_checks", {})
+
+    def use(*backends):
+        monkeypatch.setattr(attn, "BACKENDS", {b.name: b for b in (*backends, BACKENDS["reference"])})
+
+    return use
+
+
+def test_self_checks_guard_cuda_only_by_default():
+    assert attn.SELF_CHECK_DEVICES == ("cuda",)
+    assert not BACKENDS["reference"].self_checked
+    assert BACKENDS["partgen_triton"].auto_devices == ("cuda",)
+    # the CUDA order: flash_attn varlen, partgen_triton, partgen_cuda, xformers, the SDPA loop
+    order = list(BACKENDS)
+    assert [n for n in order if n in ("flash_attn", "partgen_triton", "partgen_cuda", "xformers", "sdpa_loop")] == [
+        "flash_attn",
+        "partgen_triton",
+        "partgen_cuda",
+        "xformers",
+        "sdpa_loop",
+    ]
+
+
+def test_auto_skips_backends_failing_their_self_check_with_one_warning_each(self_checked_cpu, monkeypatch, caplog):
+    wrong, crashing, good = (
+        FakeBackend("wrong", wrong_forward=True),
+        FakeBackend("crashing", crash=True),
+        FakeBackend("good"),
+    )
+    self_checked_cpu(wrong, crashing, good)
+    q, k, v, qg, _, visible = self_case(50, 2, 8)
+    with caplog.at_level(logging.WARNING, logger="partgen.nn.attention"):
+        for _ in range(3):
+            out = attention(q, k, v, qg)
+    torch.testing.assert_close(out, dense_masked(q, k, v, visible))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2
+    assert "backend wrong failed its self-check" in warned[0] and "self out: error" in warned[0]
+    assert "backend crashing failed its self-check" in warned[1] and "raised RuntimeError: an illegal" in warned[1]
+    # each check ran once: wrong and crashing stopped at their first case; good ran both cases,
+    # then the three calls
+    assert (wrong.calls, crashing.calls, good.calls) == (1, 1, 2 + 3)
+    monkeypatch.setattr(attn, "BACKENDS", {"wrong": wrong})
+    with pytest.raises(ValueError, match="no attention backend .*\n  wrong: failed its self-check in this process"):
+        attention(q, k, v, qg)
+    assert attention(q, k, v, qg, backend="wrong").sub(out).abs().max() > 0.1  # named: runs, unchecked
+
+
+def test_self_check_covers_gradients_when_inputs_need_them(self_checked_cpu, caplog):
+    bad_grad = FakeBackend("bad_grad", wrong_grad=True)
+    self_checked_cpu(bad_grad)
+    q, k, v, qg, _, _ = self_case(30, 2, 8)
+    assert attn.select_backend(attn._make_inputs(q, k, v, qg, None, None)).name == "bad_grad"  # forward is right
+    leaf = q.clone().requires_grad_(True)
+    with caplog.at_level(logging.WARNING, logger="partgen.nn.attention"):
+        assert attn.select_backend(attn._make_inputs(leaf, k, v, qg, None, None)).name == "reference"
+    assert "grad=True" in caplog.text and "self dq: error" in caplog.text
+    assert len(attn._self_checks) == 2  # one entry per (backend, device, dtype, D, D_v, grad)
+
+
+def test_self_check_passes_the_real_cpu_backends():
+    cpu = torch.device("cpu")
+    assert attn.self_check(BACKENDS["sdpa_loop"], cpu, torch.float32, 16, 16, grad=True) == ""
+    assert attn.self_check(BACKENDS["sdpa_loop"], cpu, torch.bfloat16, 16, 8, grad=True) == ""
+    assert attn.self_check(BACKENDS["flex"], cpu, torch.float32, 16, 16, grad=False) == ""
+    if native_available("cpu")[0]:
+        assert attn.self_check(BACKENDS["partgen_cpu"], cpu, torch.float32, 64, 64, grad=True) == ""
+        assert attn.self_check(BACKENDS["partgen_cpu"], cpu, torch.bfloat16, 64, 64, grad=True) == ""

@@ -6,7 +6,7 @@ Low-precision rule (flash-attention's): err(backend, ref64) <= 2 * err(reference
 import pytest
 import torch
 
-from partgen.nn.attention import BACKENDS, _make_inputs, attention
+from partgen.nn.attention import BACKENDS, _make_inputs, attention, self_check
 from partgen.structures import groups_from_mask, part_groups
 
 pytestmark = [
@@ -14,7 +14,8 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-CUDA_BACKENDS = ["flash_attn", "partgen_cuda", "xformers", "flex", "sdpa_loop"]
+CUDA_BACKENDS = ["flash_attn", "partgen_triton", "partgen_cuda", "xformers", "flex", "sdpa_loop"]
+PARTGEN_KERNELS = ["partgen_triton", "partgen_cuda"]
 
 
 def case(n, parts, heads, dim, cross=False, seed=0):
@@ -55,12 +56,13 @@ def test_cuda_backend_within_twice_low_precision_reference_error(backend, dtype,
     assert (out - ref64).abs().max() <= 2 * (ref_low - ref64).abs().max() + eps
 
 
-def test_partgen_cuda_is_deterministic():
+@pytest.mark.parametrize("backend", PARTGEN_KERNELS)
+def test_partgen_kernels_are_deterministic(backend):
     q, k, v, qg, kg = case(3000, 6, 4, 64)
     runs = []
     for _ in range(2):
         inputs = [t.to(torch.bfloat16).requires_grad_(True) for t in (q, k, v)]
-        out = attention(*inputs, qg, kg, backend="partgen_cuda")
+        out = attention(*inputs, qg, kg, backend=backend)
         out.float().square().sum().backward()
         runs.append([out.detach()] + [t.grad for t in inputs])
     for a, b in zip(*runs, strict=True):
@@ -83,3 +85,15 @@ def test_cuda_backend_gradients(backend):
     for got, lowref, want in zip(low, ref_low, ref, strict=True):
         bound = 2 * (lowref.grad.double() - want.grad).abs().max() + 1e-3
         assert (got.grad.double() - want.grad).abs().max() <= bound
+
+
+@pytest.mark.parametrize("backend", PARTGEN_KERNELS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("dims", [(64, 64), (128, 128), (32, 32)])
+def test_partgen_kernels_pass_the_auto_self_check(backend, dtype, dims):
+    """What backend="auto" runs before it first takes a backend on CUDA: a pass here means auto uses it."""
+    q, k, v, qg, kg = case(10, 2, 2, dims[0])
+    reasons = BACKENDS[backend].not_supported_reasons(_make_inputs(q.to(dtype), k.to(dtype), v.to(dtype), qg, kg, None))
+    if reasons:
+        pytest.skip("; ".join(reasons))
+    assert self_check(BACKENDS[backend], torch.device("cuda"), dtype, *dims, grad=True) == ""

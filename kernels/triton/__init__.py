@@ -1,0 +1,1 @@
+"""Triton part-attention kernels (need the triton package; imported only where they are used)."""
