@@ -48,18 +48,38 @@ def guided(conditional: Velocity, unconditional: Velocity, scale: float) -> Velo
 
 @torch.no_grad()
 def sample(
-    velocity: Velocity, noise: torch.Tensor, steps: int = 25, shift: float = 1.0, progress: str | None = None
+    velocity: Velocity,
+    noise: torch.Tensor,
+    steps: int = 25,
+    shift: float = 1.0,
+    progress: str | None = None,
+    start: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Integrate dx/dt = velocity(x, t) from noise at t = 1 to data at t = 0 with diffusers'
     FlowMatchEulerDiscreteScheduler in `steps` steps; t reaches the callable as a 0-d float tensor.
-    progress: show a progress bar over the steps with this label (None: quiet)."""
+    progress: show a progress bar over the steps with this label (None: quiet).
+
+    start, strength < 1: begin from data instead of pure noise (SDEdit, Meng et al. 2022): the path
+    is entered at t = strength with x = (1 - t) start + t noise (as training noises data) and
+    integrated to 0 in `steps` steps; the lower the strength, the more of start is kept."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
-    scheduler.set_timesteps(steps, device=noise.device)
-    x = noise
+    if start is None or strength == 1.0:
+        scheduler.set_timesteps(steps, device=noise.device)
+        x = noise
+    else:
+        if start.shape != noise.shape:
+            raise ValueError(f"start {tuple(start.shape)} and noise {tuple(noise.shape)} differ")
+        end = 1.0 / scheduler.config.num_train_timesteps
+        scheduler.set_timesteps(sigmas=torch.linspace(strength, end, steps).tolist(), device=noise.device)
+        t0 = scheduler.sigmas[0].to(noise.dtype)
+        x = (1.0 - t0) * start + t0 * noise
     timesteps = scheduler.timesteps
     if progress is not None:
         from tqdm.auto import tqdm
