@@ -25,6 +25,7 @@ from partgen.data_pipeline.datasets import BlockRecords
 from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh
 from partgen.models.io import load_trained
 from partgen.models.part_dit import PartDiT
+from partgen.pipelines.generate import sample_part_latents
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.train.tasks.part_dit import icon_condition
 
@@ -83,8 +84,8 @@ def main() -> None:
         row["vae"] = surface_scores(vae, voxels, vae.encode(voxels).mean, truth, args.compare_points)
         for schedule in schedules:
             t0 = time.perf_counter()
-            latents = dit.generate(
-                voxels, image[None], camera[None], steps=args.steps, guidance=args.cfg,
+            latents = sample_part_latents(
+                dit, voxels, image[None], camera[None], steps=args.steps, guidance=args.cfg,
                 generator=torch.Generator().manual_seed(i), schedule=None if schedule == "part" else "global",
             )  # fmt: skip
             row[schedule] = surface_scores(vae, voxels, latents, truth, args.compare_points)

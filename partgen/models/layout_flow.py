@@ -9,7 +9,8 @@ Each block (DiT, Peebles & Xie 2023) is adaLN-Zero modulated by the timestep: se
 a shape's set, cross-attention to that shape's image tokens, MLP. The image tokens come from an
 encoder inside the model (CNNEncoder or ViTEncoder trained with it, or a frozen DINOv2); for classifier-free
 guidance a learned null sequence stands in for the image of the shapes in `drop` (training drops
-a share of them; sampling runs both and mixes, partgen.diffusion.flow.guided).
+a share of them; sampling runs both and mixes: partgen.diffusion.flow.sample_sets, called with the
+model and its image context by partgen.pipelines.layout).
 
 Besides the cross-attention, the mean of the image tokens joins the timestep in the adaLN
 conditioning (pooled_image), a short path from the image to every block (cf. TRELLIS, SD3's
@@ -30,7 +31,7 @@ after p(moments | image), and the generated set follows the moments it is given.
 does worse (val loss 0.845 against 0.819 with the null image at 1500 steps): the predicted moments
 are too poor a guess on a few hundred icons, and the flow trusts them.
 
-Latents are standardised before the flow sees them (partgen.diffusion.flow.LatentStatistics:
+Latents are standardised before the flow sees them (partgen.models.latent_stats.LatentStatistics:
 per-channel buffers saved with the weights, measured on the training set once) and
 un-standardised on the way out.
 """
@@ -40,9 +41,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partgen.diffusion.flow import LatentStatistics
+from partgen.models.latent_stats import LatentStatistics
 from partgen.nn.blocks import AdaLNBlock, AdaLNOutput, TimestepEmbedding, pooled_context
-from partgen.structures import batch_index, cu_seqlens_from_lengths, groups_from_cu_seqlens
+from partgen.structures import batch_index, groups_from_cu_seqlens
 
 
 class LayoutFlow(LatentStatistics, nn.Module):
@@ -160,39 +161,6 @@ class LayoutFlow(LatentStatistics, nn.Module):
             h = block(h, cond, groups, tokens, ctx_groups, owner=owner)
         v = self.out(h, cond, owner)
         return (v, predicted) if moments else v
-
-    # --- sampling -----------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(
-        self,
-        images: torch.Tensor,
-        num_latents: int,
-        steps: int = 25,
-        guidance: float = 3.0,
-        shift: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: str | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """B images -> VAE latents (B L, C) (un-standardised) and their cu_seqlens, by Euler sampling."""
-        from partgen.diffusion.flow import guided, sample
-
-        b = images.shape[0]
-        cu = cu_seqlens_from_lengths([num_latents] * b, device=images.device)
-        context = self.encode_images(images)
-        keep = torch.zeros(b, dtype=torch.bool, device=images.device)
-        # one draw per set, so a set's noise does not depend on how many share the batch
-        noise = torch.cat([torch.randn(num_latents, self.latent_channels, generator=generator) for _ in range(b)])
-        noise = noise.to(images.device)
-
-        def conditional(x, t):
-            return self(x, cu, t, context=context, drop=keep)
-
-        def unconditional(x, t):
-            return self(x, cu, t, context=context, drop=~keep)
-
-        x = sample(guided(conditional, unconditional, guidance), noise, steps=steps, shift=shift, progress=progress)
-        return self.unstandardise(x), cu
 
 
 def set_moments(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,8 @@ import torch
 from partgen.data_pipeline.mesh_io import MeshError
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.io import load_trained
-from partgen.models.part_dit import PartDiT
+from partgen.diffusion.flow import sample_guided
+from partgen.models.part_dit import PartDiT, part_image_groups
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
@@ -174,6 +175,36 @@ def icon_projection(points: np.ndarray, size: int) -> torch.Tensor:
 
     camera = frame_to_points(preview_camera(TYPICAL_VIEW, (size, size)), points)
     return torch.from_numpy(camera.normalised_projection()).float()
+
+
+@torch.no_grad()
+def sample_part_latents(
+    dit: PartDiT,
+    voxels: SparseVoxels,
+    images: torch.Tensor,
+    cameras: torch.Tensor | None = None,
+    steps: int = 25,
+    guidance: float = 3.0,
+    shift: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: str | None = None,
+    schedule: str | None = None,
+) -> torch.Tensor:
+    """Stage 2's sampling: latents (V, C) (un-standardised) of voxels (coords and part groups; feats
+    are ignored) of B shapes for images (B, 3, S, S) and their cameras (B, 3, 4) (None: every part
+    sees its whole image), by Euler sampling with classifier-free guidance (diffusion.flow.sample_guided,
+    the PartDiT as the callable); schedule overrides the model's layer scopes."""
+    context = dit.encode_images(images)
+    groups = part_image_groups(
+        voxels, voxels.part_groups(), context[1], cameras, dit.image_encoder.patch_grid, dit.footprint_dilation
+    )
+    noise = torch.randn(len(voxels), dit.in_channels, generator=generator).to(images.device)
+
+    def velocity(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        return dit(voxels.replace(feats=x), t, context, groups, drop=drop, schedule=schedule)
+
+    x = sample_guided(velocity, noise, voxels.batch_size, guidance, steps=steps, shift=shift, progress=progress)
+    return dit.unstandardise(x)
 
 
 class PartGenerator:
@@ -358,7 +389,8 @@ class PartGenerator:
         )
         camera = icon_projection(vertices, self.part_dit.image_encoder.image_size).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            latents = self.part_dit.generate(
+            latents = sample_part_latents(
+                self.part_dit,
                 voxels,
                 image_dit[None],
                 camera[None],
@@ -559,6 +591,7 @@ __all__ = [
     "PartGenerator",
     "main",
     "resolve_models",
+    "sample_part_latents",
     "voxel_parts",
     "whole_mesh",
     "write_outputs",

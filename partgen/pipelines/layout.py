@@ -4,7 +4,8 @@ Legend: L latent tokens, C channels, R grid resolution, V voxels at the stage-2 
 
 LayoutGenerator holds a trained VecSetVAE and LayoutFlow (model folders as partgen-train writes
 them; EMA weights preferred) and runs, for one image:
-    flow.generate     L latents by Euler sampling of the rectified flow with classifier-free guidance
+    sample_sets       L latents by Euler sampling of the flow with classifier-free guidance
+                      (partgen.diffusion.flow, the flow model as the callable, its image context bound)
     vae.decode        the latent set -> tokens
     vae.decode_grid   the occupancy on an R^3 grid, hierarchically (coarse first, refined at the surface)
     occupancy_to_voxels  the stage-2 coordinates at `voxel_resolution`, dilated by `dilation`
@@ -25,14 +26,17 @@ against 16k: partgen-generate uses "auto", a band of 2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
 import torch
 
+from partgen.diffusion.flow import sample_sets
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import LayoutFlow
 from partgen.models.vecset_vae import GridValues, VecSetVAE, anchor_voxels, occupancy_to_voxels
+from partgen.structures import cu_seqlens_from_lengths
 
 
 @dataclasses.dataclass
@@ -99,15 +103,19 @@ class LayoutGenerator:
             raise ValueError(f"image must be (3, {self.image_size}, {self.image_size}), got {tuple(image.shape)}")
         times = {}
         t0 = time.perf_counter()
-        latents, cu = self.flow.generate(
-            image[None],
-            num_latents or self.vae.num_latents,
-            steps=self.steps,
+        flow = self.flow
+        cu = cu_seqlens_from_lengths([num_latents or self.vae.num_latents], device=image.device)
+        x = sample_sets(
+            functools.partial(flow, context=flow.encode_images(image[None])),
+            cu,
+            flow.latent_channels,
             guidance=self.guidance,
+            steps=self.steps,
             shift=self.shift,
             generator=torch.Generator().manual_seed(seed),
             progress=progress,
         )
+        latents = flow.unstandardise(x)
         times["flow_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         grid = self.vae.decode_grid(self.vae.decode(latents, cu), resolution=self.resolution, coarse=self.coarse)

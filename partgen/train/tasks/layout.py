@@ -35,6 +35,7 @@ extents). loss_null - loss > 0 and extent_r > 0 say the model reads the image.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -43,7 +44,7 @@ import torch
 from torch import nn
 
 from partgen.data_pipeline.datasets import RecordError, ShapeRecords
-from partgen.diffusion.flow import interpolate
+from partgen.diffusion.flow import interpolate, sample_sets
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import set_moments
@@ -53,6 +54,7 @@ from partgen.train.distributed import unwrap
 from partgen.train.tasks.flow import FlowMatchingTask
 
 VAE_HINT = "train the VAE first: partgen-train experiment=layout_vae hydra.run.dir=runs/layout_vae"
+EVAL_GUIDANCE = 3.0  # classifier-free guidance of the generations evaluate scores (conf/experiment/layout_flow.yaml: cfg 3)
 
 
 class LatentImagePairs(torch.utils.data.Dataset):
@@ -329,7 +331,17 @@ class LayoutFlowTask(FlowMatchingTask):
             for batch in batches:
                 cu = batch["cu_seqlens"]
                 length = int(cu[1] - cu[0])
-                z, gcu = flow.generate(batch["images"].to(device), length, steps=self.eval_sample_steps, generator=g)
+                images = batch["images"].to(device)
+                gcu = cu_seqlens_from_lengths([length] * images.shape[0], device=device)
+                x = sample_sets(
+                    functools.partial(flow, context=flow.encode_images(images)),
+                    gcu,
+                    flow.latent_channels,
+                    EVAL_GUIDANCE,
+                    steps=self.eval_sample_steps,
+                    generator=g,
+                )
+                z = flow.unstandardise(x)
                 true.append(set_moments(batch["latents"].float(), cu)[:, flow.latent_channels :])
                 generated.append(set_moments(z.float().cpu(), gcu.cpu())[:, flow.latent_channels :])
             r = column_correlation(torch.cat(true), torch.cat(generated))
