@@ -51,7 +51,7 @@ $(BIN)/python:
 # reinstall only when the project's metadata changed
 $(STAMP): pyproject.toml kernels/csrc/part_attention_cpu.cpp | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
-	$(BIN)/python -m partgen.kernels || echo "partgen: CPU kernels not built; the reference will be used"
+	$(BIN)/python -m partgen.kernels || echo "partgen: CPU kernels not built; attention uses another backend (sdpa_loop)"
 	touch $@
 
 venv: deb $(STAMP)

@@ -4,7 +4,7 @@ its part schedule and with every layer global, on held-out icons, decoded and co
     .venv/bin/python scripts/eval_part_dit.py --dit runs/part_dit --vae runs/slat_vae --records data/sh3d64b --json q.json
 
 Per val record (the seeded split of asset keys training used; Scopia is refused), stage 2 alone:
-the record's own voxels and authored parts, its icon and icon camera -> PartDiT.generate (--steps,
+the record's own voxels and authored parts, its icon and icon camera -> pipelines.generate.sample_part_latents (--steps,
 --cfg, seed per shape) with schedule "part" (the model's) and "global" -> SLat VAE decode ->
 marching cubes over the blocks at 4x the voxel resolution -> Chamfer distance (L1, halved;
 normalised cube of side 1) and F-score at 0.01 and 0.05 against the record's mesh. The VAE's own
