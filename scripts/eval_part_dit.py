@@ -25,8 +25,8 @@ from partgen.data_pipeline.datasets import BlockRecords
 from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh
 from partgen.models.io import load_trained
 from partgen.models.part_dit import PartDiT
-from partgen.pipelines.generate import sample_part_latents
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
+from partgen.pipelines.generate import sample_part_latents
 from partgen.train.tasks.part_dit import icon_condition
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 WEIGHTS = "model.safetensors"
+EMA_WEIGHTS = "ema.safetensors"  # a training checkpoint's EMA weights, preferred when a folder has them
 CONFIG = "model.yaml"
 ALLOWED_PREFIX = "partgen."
 
@@ -125,12 +126,21 @@ def load_model(
     return model.to(map_location)
 
 
+def trained_weights(folder: str | Path) -> str:
+    """The weights file of a model folder inference uses: EMA_WEIGHTS when there, else WEIGHTS."""
+    return EMA_WEIGHTS if (Path(folder) / EMA_WEIGHTS).is_file() else WEIGHTS
+
+
+def choose_device(device: str | torch.device | None = None) -> torch.device:
+    """device, or None: cuda when available, else cpu."""
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def load_trained(path: str | Path, cls: type | None = None, hint: str = "") -> torch.nn.Module:
-    """The model a checkpoint argument names (find_model_folder), EMA weights (ema.safetensors) when
+    """The model a checkpoint argument names (find_model_folder), EMA weights (trained_weights) when
     the folder has them, in eval mode without gradients; cls: the class it must be (ValueError if not)."""
     folder = find_model_folder(path, hint)
-    weights = "ema.safetensors" if (folder / "ema.safetensors").is_file() else WEIGHTS
-    model = load_model(folder, weights=weights)
+    model = load_model(folder, weights=trained_weights(folder))
     if cls is not None and not isinstance(model, cls):
         raise ValueError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
     return model.eval().requires_grad_(False)

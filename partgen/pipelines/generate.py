@@ -43,14 +43,15 @@ import numpy as np
 import torch
 
 from partgen.data_pipeline.mesh_io import MeshError
-from partgen.models.image_encoder import ImageError, load_image
-from partgen.models.io import load_trained
 from partgen.diffusion.flow import sample_guided
+from partgen.models.image_encoder import ImageError, load_image
+from partgen.models.io import choose_device, load_trained
 from partgen.models.part_dit import PartDiT, part_image_groups
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
-from partgen.pipelines.segment import InputError, Segmenter, _palette, check_output, publish_outputs
+from partgen.pipelines.outputs import InputError, check_output, palette, publish_outputs
+from partgen.pipelines.segment import Segmenter
 from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
 
 APP = "partgen-generate"
@@ -301,7 +302,7 @@ class PartGenerator:
             coordinates=coordinates,
             anchor_band=anchor_band,
         )
-        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = choose_device(device)
         layout.vae.to(device), layout.flow.to(device)
         slat = load_trained(folder / "slat_vae", SLatVAE, TRAIN_HINT).to(device)
         dit = load_trained(folder / "part_dit", PartDiT, TRAIN_HINT).to(device)
@@ -451,7 +452,7 @@ def preview(image: Path, vertices: np.ndarray, faces: np.ndarray, face_part: np.
 
     from partgen.data_pipeline.render import orbit_cameras, render
 
-    colours = _palette(int(face_part.max()) + 1)[:, :3]
+    colours = palette(int(face_part.max()) + 1)[:, :3]
     views = [
         render(vertices, faces, cam, face_colors=colours[face_part])["rgb"]
         for cam in orbit_cameras(3, radius=2.2, elevation_deg=25.0, size=size)
@@ -471,7 +472,7 @@ def write_outputs(folder: Path, image: Path, gen: Generation, report: dict) -> N
     import trimesh
     from PIL import Image
 
-    colours = _palette(len(gen.parts))
+    colours = palette(len(gen.parts))
     scene = trimesh.Scene()
     for i, part in enumerate(gen.parts):
         piece = trimesh.Trimesh(part.vertices, part.faces, process=False)

@@ -31,10 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
-import shutil
 import sys
-import uuid
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -48,12 +45,12 @@ from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, MeshError, load_me
 from partgen.data_pipeline.samples import sample_surface
 from partgen.data_pipeline.taxonomy import CLASSES
 from partgen.eval.clustering import cluster_embeddings
-from partgen.models.io import CONFIG, WEIGHTS, find_model_folder, load_model
+from partgen.models.io import CONFIG, choose_device, find_model_folder, load_model, trained_weights
 from partgen.models.point_transformer import PointSegmenter
+from partgen.pipelines.outputs import InputError, check_output, palette, publish_outputs
 from partgen.structures import Points, cu_seqlens_from_lengths
 
 APP = "partgen-segment"
-EMA_WEIGHTS = "ema.safetensors"
 TRAIN_CONFIG = "train_config.yaml"  # the training run's composed config, kept beside bundled weights
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "segmenter"
 DEFAULT_POINTS_PER_PASS = 4096
@@ -65,10 +62,6 @@ TRAIN_HINT = (
 )
 PartsFrom = Literal["embedding", "semantic"]
 MeshParts = Literal["graph", "cluster"]
-
-
-class InputError(ValueError):
-    """An input the segmenter cannot use; the message names the file and the reason."""
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
@@ -267,8 +260,8 @@ class Segmenter:
         options: the other Segmenter arguments. FileNotFoundError names how to train one when absent.
         """
         folder = resolve_checkpoint(path)
-        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        weights = EMA_WEIGHTS if (folder / EMA_WEIGHTS).is_file() else WEIGHTS
+        device = choose_device(device)
+        weights = trained_weights(folder)
         model = load_model(folder, map_location=device, weights=weights)
         if points_per_pass is None:
             points_per_pass = _training_points(folder) or DEFAULT_POINTS_PER_PASS
@@ -435,7 +428,7 @@ def segment_faces(vertices: np.ndarray, faces: np.ndarray, num_parts: int | None
     bundled default; options: Segmenter arguments (mesh_parts="cluster", max_parts=...). The loaded
     segmenter is kept between calls (one per checkpoint folder and options)."""
     folder = resolve_checkpoint(checkpoint)
-    weights = folder / (EMA_WEIGHTS if (folder / EMA_WEIGHTS).is_file() else WEIGHTS)
+    weights = folder / trained_weights(folder)
     mtime = weights.stat().st_mtime if weights.is_file() else 0.0
     segmenter = _cached(str(folder.resolve()), mtime, tuple(sorted(options.items())))
     return segmenter.segment_mesh(vertices, faces, num_parts)
@@ -537,19 +530,11 @@ def read_shape(path: str | Path, max_bytes: int = MAX_BYTES) -> Shape:
     return shape
 
 
-def _palette(count: int) -> np.ndarray:
-    """(count, 4) uint8 RGBA: well-separated hues (golden-angle steps), full alpha."""
-    hue = (np.arange(count) * 0.618033988749895) % 1.0
-    k = (np.array([5.0, 3.0, 1.0])[None, :] + hue[:, None] * 6.0) % 6.0
-    rgb = 1.0 - 0.75 * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)  # HSV with s = 0.75, v = 1
-    return np.concatenate([(rgb * 255).round(), np.full((count, 1), 255.0)], 1).astype(np.uint8)
-
-
 def _write_models(folder: Path, shape: Shape, seg: Segmentation) -> None:
     """parts.ply (the shape coloured by part) and parts.glb (one named node per part)."""
     import trimesh
 
-    colours = _palette(len(seg.names))
+    colours = palette(len(seg.names))
     scene = trimesh.Scene()
     if shape.faces is not None:
         mesh = trimesh.Trimesh(shape.vertices, shape.faces, face_colors=colours[seg.part], process=False)
@@ -627,38 +612,6 @@ def write_outputs(folder: Path, path: Path, shape: Shape, seg: Segmentation, sou
     _write_models(folder, shape, seg)
 
 
-def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
-    """Move the finished temp folder to output (replacing an empty one, or any with overwrite)."""
-    if output.exists():
-        if output.is_dir() and not any(output.iterdir()):
-            output.rmdir()
-        elif overwrite:
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-        else:
-            raise InputError(f"output {output} exists and is not empty (choose another or pass overwrite=true)")
-    os.replace(tmp, output)
-
-
-def check_output(output: Path, overwrite: bool) -> None:
-    """InputError when output exists and is not an empty folder, unless overwrite."""
-    if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
-        raise InputError(f"output {output} exists and is not empty (choose another or pass overwrite=true)")
-
-
-def publish_outputs(output: Path, overwrite: bool, write) -> None:
-    """write(folder) into a temporary sibling of output, then rename it into place: a failure at any
-    point leaves nothing at output (and removes the temporary folder)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()  # (not mkdtemp: the folder keeps the umask's permissions when it becomes output)
-    try:
-        write(tmp)
-        _publish(tmp, output, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def main(cfg) -> int:
     """partgen-segment: segment cfg.input into cfg.output (see conf/segment.yaml); 0 on success, 1 on bad input.
 
@@ -704,10 +657,8 @@ __all__ = [
     "Segmentation",
     "Segmenter",
     "Shape",
-    "check_output",
     "estimate_normals",
     "main",
-    "publish_outputs",
     "read_shape",
     "resolve_checkpoint",
     "segment_faces",

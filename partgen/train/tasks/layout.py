@@ -54,7 +54,9 @@ from partgen.train.distributed import unwrap
 from partgen.train.tasks.flow import FlowMatchingTask
 
 VAE_HINT = "train the VAE first: partgen-train experiment=layout_vae hydra.run.dir=runs/layout_vae"
-EVAL_GUIDANCE = 3.0  # classifier-free guidance of the generations evaluate scores (conf/experiment/layout_flow.yaml: cfg 3)
+EVAL_GUIDANCE = (
+    3.0  # classifier-free guidance of the generations evaluate scores (conf/experiment/layout_flow.yaml: cfg 3)
+)
 
 
 class LatentImagePairs(torch.utils.data.Dataset):
