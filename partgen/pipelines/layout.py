@@ -53,21 +53,22 @@ class LayoutGenerator:
     """See the module docstring. steps, guidance, shift: of the flow sampler; resolution, coarse:
     of the occupancy grid; voxel_resolution, dilation: of the stage-2 coordinates; coordinates:
     "surface" (the decoded surface's voxels), "anchors" (within anchor_band voxels of an anchor) or
-    "auto" (anchors when the VAE is anchored)."""
+    "auto" (anchors when the VAE is anchored). The defaults are partgen-generate's (conf/generate.yaml:
+    layout_steps, layout_cfg, dilation, coordinates, anchor_band)."""
 
     def __init__(
         self,
         vae: VecSetVAE,
         flow: LayoutFlow,
         steps: int = 25,
-        guidance: float = 3.0,
+        guidance: float = 1.0,
         shift: float = 1.0,
         resolution: int = 128,
         coarse: int = 32,
         voxel_resolution: int = 64,
-        dilation: int = 1,
-        coordinates: str = "surface",
-        anchor_band: int = 3,
+        dilation: int = 0,
+        coordinates: str = "auto",
+        anchor_band: int = 2,
     ):
         if coordinates not in ("auto", "surface", "anchors"):
             raise ValueError(f"coordinates must be 'auto', 'surface' or 'anchors', got {coordinates!r}")

@@ -22,8 +22,8 @@ their area ("leg", "leg_2"):
         (partgen.data_pipeline.geometric, face_features): parts are connected and their
         boundaries follow edges of the mesh, where k-means boundaries cut across faces.
 
-segment_faces is the hook parts.method=learned calls (partgen.data_pipeline.parts), and main the
-body of `partgen-segment input=MESH_OR_CLOUD output=DIR [checkpoint=...] [num_parts=...]`.
+segment_faces is the hook parts.method=learned calls (partgen.data_pipeline.parts); read_shape,
+summarise and write_outputs serve `partgen-segment input=MESH_OR_CLOUD output=DIR` (partgen.cli).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -41,16 +40,15 @@ import torch
 
 from partgen.data_pipeline.geometric import GeometricConfig
 from partgen.data_pipeline.geometric import segment_mesh as segment_mesh_graph
-from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, MeshError, load_mesh, normalise
+from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, load_mesh, normalise
 from partgen.data_pipeline.samples import sample_surface
 from partgen.data_pipeline.taxonomy import CLASSES
 from partgen.eval.clustering import cluster_embeddings
 from partgen.models.io import CONFIG, choose_device, find_model_folder, load_model, trained_weights
 from partgen.models.point_transformer import PointSegmenter
-from partgen.pipelines.outputs import InputError, check_output, palette, publish_outputs
+from partgen.pipelines.outputs import InputError, palette
 from partgen.structures import Points, cu_seqlens_from_lengths
 
-APP = "partgen-segment"
 TRAIN_CONFIG = "train_config.yaml"  # the training run's composed config, kept beside bundled weights
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "segmenter"
 DEFAULT_POINTS_PER_PASS = 4096
@@ -563,7 +561,9 @@ def _weights(shape: Shape, seg: Segmentation) -> np.ndarray:
     return area / area.sum() if area.sum() > 0 else np.full(len(area), 1.0 / len(area))
 
 
-def _summary(path: Path, shape: Shape, seg: Segmentation, share: np.ndarray, source: str, output: Path) -> str:
+def summarise(path: Path, shape: Shape, seg: Segmentation, source: str, output: Path) -> str:
+    """partgen-segment's one-line report: the parts and classes with their shares, the weights, the files."""
+    share = _weights(shape, seg)
     kind = f"{len(shape.faces)} faces" if shape.faces is not None else f"{len(shape.vertices)} points"
     part_share = np.bincount(seg.part, weights=share, minlength=len(seg.names))
     class_share = np.bincount(seg.semantic, weights=share, minlength=len(CLASSES))
@@ -572,7 +572,7 @@ def _summary(path: Path, shape: Shape, seg: Segmentation, share: np.ndarray, sou
     measure = "surface area" if shape.faces is not None else "points"
     element = "faces.npy" if shape.faces is not None else "points.npy"
     return (
-        f"{APP}: {path.name} ({kind}) -> {len(seg.names)} part{'s' * (len(seg.names) != 1)}: {parts} (share of "
+        f"partgen-segment: {path.name} ({kind}) -> {len(seg.names)} part{'s' * (len(seg.names) != 1)}: {parts} (share of "
         f"{measure}); semantic classes: {classes}; weights {source}; wrote labels.json, {element}, parts.ply "
         f"and parts.glb to {output}"
     )
@@ -612,54 +612,15 @@ def write_outputs(folder: Path, path: Path, shape: Shape, seg: Segmentation, sou
     _write_models(folder, shape, seg)
 
 
-def main(cfg) -> int:
-    """partgen-segment: segment cfg.input into cfg.output (see conf/segment.yaml); 0 on success, 1 on bad input.
-
-    Errors print one line on stderr and leave nothing at cfg.output: everything is written into a
-    temporary sibling folder that is renamed into place at the end.
-    """
-    try:
-        path, output = Path(str(cfg.input)), Path(str(cfg.output))
-        overwrite = bool(cfg.get("overwrite", False))
-        check_output(output, overwrite)
-        num_parts = cfg.get("num_parts")
-        if num_parts is not None and int(num_parts) < 1:
-            raise InputError(f"num_parts must be positive or null, got {num_parts}")
-        shape = read_shape(path, max_bytes=int(cfg.get("max_bytes", MAX_BYTES)))
-        segmenter = Segmenter.from_checkpoint(
-            cfg.get("checkpoint"),
-            device=cfg.get("device"),
-            points_per_pass=cfg.get("points_per_pass"),
-            num_samples=int(cfg.get("num_samples", 20_000)),
-            max_parts=int(cfg.get("max_parts", 16)),
-            parts_from=str(cfg.get("parts_from", "embedding")),
-            seed=int(cfg.get("seed", 0)),
-        )
-        n = None if num_parts is None else int(num_parts)
-        if shape.faces is not None:
-            seg = segmenter.label_mesh(shape.vertices, shape.faces, n)
-        else:
-            seg = segmenter.label_points(shape.vertices, shape.normals, n)
-        summary = _summary(path, shape, seg, _weights(shape, seg), segmenter.source, output)
-        publish_outputs(
-            output, overwrite, lambda folder: write_outputs(folder, path, shape, seg, segmenter.source, summary)
-        )
-    except (InputError, MeshError, FileNotFoundError, ValueError, OSError) as err:
-        message = " ".join(str(err).split())  # one line, whatever the exception held
-        print(f"{APP}: {message}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
-
-
 __all__ = [
     "InputError",
     "Segmentation",
     "Segmenter",
     "Shape",
     "estimate_normals",
-    "main",
     "read_shape",
     "resolve_checkpoint",
     "segment_faces",
+    "summarise",
+    "write_outputs",
 ]

@@ -2,20 +2,23 @@
 checkpoint resolution (EMA preferred), per-face and per-point labels, partgen-segment's outputs
 and its one-line refusals, and the learned annotator hook."""
 
+import inspect
 import json
 
 import numpy as np
 import pytest
 import torch
 import trimesh
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 import partgen.pipelines.segment as segment
+from partgen.cli import run_segment
 from partgen.data_pipeline.parts import learned_face_parts
 from partgen.data_pipeline.taxonomy import CLASSES
 from partgen.models.io import save_model
-from partgen.pipelines.segment import Segmenter, main, read_shape, resolve_checkpoint
+from partgen.pipelines.segment import Segmenter, read_shape, resolve_checkpoint
 
 MODEL = {
     "_target_": "partgen.models.point_transformer.PointSegmenter",
@@ -63,11 +66,30 @@ def two_boxes() -> trimesh.Trimesh:
 
 
 def config(tmp_path, input, checkpoint, **extra):
-    return OmegaConf.create(
-        {"input": str(input), "output": str(tmp_path / "out"), "checkpoint": str(checkpoint), "num_parts": None}
-        | FAST
-        | extra
-    )
+    """conf/segment.yaml as partgen-segment composes it, with these overrides."""
+    overrides = {"input": input, "output": tmp_path / "out", "checkpoint": checkpoint} | FAST | extra
+    return compose_segment([f"{k}={v}" for k, v in overrides.items()])
+
+
+def main(cfg):
+    return run_segment(cfg)
+
+
+def test_python_defaults_are_the_segment_config(tmp_path):
+    """conf/segment.yaml is the one source of the segmenter's defaults: the CLI builds the Segmenter
+    from its `pipeline:` node and the Python API states the same values."""
+    pipeline = OmegaConf.to_container(compose_segment(["input=x.obj", "output=out"]).pipeline, resolve=True)
+    assert pipeline.pop("_target_") == "partgen.pipelines.segment.Segmenter.from_checkpoint"
+    loader = inspect.signature(Segmenter.from_checkpoint).parameters
+    init = inspect.signature(Segmenter).parameters
+    for key, value in pipeline.items():
+        param = loader[key] if key in loader else init[key]
+        assert param.default == value, f"{key}: the Python default {param.default!r}, the config {value!r}"
+
+
+def compose_segment(overrides):
+    with initialize_config_module(config_module="partgen.conf", version_base="1.3"):
+        return compose(config_name="segment", overrides=overrides)
 
 
 def test_checkpoints_resolve_to_the_newest_step_with_ema_weights(checkpoint, tmp_path, monkeypatch):
