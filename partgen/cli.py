@@ -50,7 +50,6 @@ def _annotate(cfg: DictConfig) -> None:
         num_sharp_samples=int(cfg.num_sharp_samples),
         num_volume_samples=int(cfg.num_volume_samples),
         block_subdiv=int(cfg.block_subdiv),
-        block_band=int(cfg.get("block_band", 0)),
         num_views=int(cfg.num_views),
         view_size=int(cfg.view_size),
         icon_camera=str(cfg.icon_camera),
@@ -124,7 +123,6 @@ def run_generate(cfg: DictConfig) -> int:
     from pathlib import Path
 
     from partgen.data_pipeline.mesh_io import MeshError
-    from partgen.models.image_encoder import ImageError
     from partgen.pipelines.generate import GenerationError, make_report, resolve_models, write_outputs
     from partgen.pipelines.outputs import InputError, check_output, publish_outputs
 
@@ -152,7 +150,14 @@ def run_generate(cfg: DictConfig) -> int:
         models = str(resolve_models(cfg.checkpoint))
         report = make_report(image, gen, settings, models, time.perf_counter() - start)
         publish_outputs(output, bool(cfg.overwrite), lambda folder: write_outputs(folder, image, gen, report))
-    except (ImageError, InputError, MeshError, GenerationError, FileNotFoundError, ValueError, OSError) as err:
+    except (
+        InputError,
+        MeshError,
+        GenerationError,
+        FileNotFoundError,
+        ValueError,
+        OSError,
+    ) as err:  # ImageError: a ValueError
         print(f"{app}: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     names = ", ".join(f"{p.name} ({p.voxels} voxels)" for p in gen.parts)

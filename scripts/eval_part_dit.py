@@ -53,7 +53,6 @@ def main() -> None:
     parser.add_argument("--split", default="val", choices=["train", "val"])
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--max-voxels", type=int, default=8000)
-    parser.add_argument("--band", action="store_true", help="the records' band voxels too (a band-trained stage 2)")
     parser.add_argument("--keys", help="comma list of record keys to evaluate (default: the first --max-shapes)")
     parser.add_argument("--schedules", default="part,global", help="comma list of part, global")
     parser.add_argument("--max-shapes", type=int, default=8)
@@ -66,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dit = load_trained(args.dit, PartDiT)
     vae = load_trained(args.vae, SLatVAE)
-    ds = BlockRecords(args.records, args.split, args.val_fraction, 0, args.max_voxels, band=args.band)
+    ds = BlockRecords(args.records, args.split, args.val_fraction, 0, args.max_voxels)
     schedules = [s for s in args.schedules.split(",") if s]
     if args.keys:
         wanted = args.keys.split(",")

@@ -36,6 +36,36 @@ def _targets(node) -> list[str]:
     return found
 
 
+# Options of experiments that lost and left main (README, Training: one line each, pointing at the
+# git history). A model.yaml that names one at the value that switched it off (what every config
+# wrote while the option existed, the bundled model set's included) loads: the key is dropped. One
+# that switched it on names weights this code cannot run, and is refused with the reason.
+REMOVED_OPTIONS: dict[str, dict[str, object]] = {
+    "partgen.models.layout_flow.LayoutFlow": {"moment_condition": False},
+    "partgen.models.vecset_vae.VecSetVAE": {"query_mlp_ratio": 0.0, "output": "occupancy"},
+    "partgen.models.part_dit.PartDiT": {"local_convs": 0},
+}
+
+
+def upgrade_config(config, source: str = "model config"):
+    """The config with the removed options (REMOVED_OPTIONS) dropped at any depth; ValueError
+    naming the option when one is set to anything but its off value."""
+    if isinstance(config, list):
+        return [upgrade_config(value, source) for value in config]
+    if not isinstance(config, dict):
+        return config
+    out = {key: upgrade_config(value, source) for key, value in config.items()}
+    for key, off in REMOVED_OPTIONS.get(str(out.get("_target_")), {}).items():
+        if key in out:
+            if out[key] != off:
+                raise ValueError(
+                    f"{source}: {out['_target_']} with {key}={out[key]!r} is an experiment that left main "
+                    f"(README, Training: removed experiments; load it with the commit that trained it)"
+                )
+            del out[key]
+    return out
+
+
 def check_config(config: dict, source: str = "model config") -> None:
     """ValueError unless every `_target_` names something inside partgen (and there is one at the top)."""
     if not isinstance(config, dict) or "_target_" not in config:
@@ -81,7 +111,7 @@ def load_config(directory: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: no model config (a model folder holds {WEIGHTS} and {CONFIG})")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     check_config(cfg, str(path))
-    return cfg
+    return upgrade_config(cfg, str(path))
 
 
 def find_model_folder(path: str | Path, hint: str = "") -> Path:
