@@ -150,32 +150,6 @@ def test_images_of_every_kind_become_rgb_on_white(tmp_path):
         ViTEncoder(image_size=30, patch_size=8)
 
 
-def test_a_moment_conditioned_flow_follows_the_moments_it_is_given():
-    model = tiny(moment_head=True, moment_condition=True).eval()
-    x, cu, t = torch.randn(12, 4), cu_seqlens_from_lengths([7, 5]), torch.tensor([0.3, 0.8])
-    images = torch.rand(2, 3, 32, 32)
-    given = torch.randn(2, 8)
-    with torch.no_grad():
-        v, predicted = model(x, cu, t, images=images, moments=True)
-        assert predicted.shape == (2, 8)
-        # without shape_moments the flow is conditioned on its own prediction
-        assert torch.allclose(model(x, cu, t, images=images, shape_moments=predicted), v, atol=1e-6)
-        moved = given.clone()
-        moved[1] += 1.0
-        a, b = model(x, cu, t, images=images, shape_moments=given), model(x, cu, t, images=images, shape_moments=moved)
-        assert torch.allclose(a[:7], b[:7], atol=1e-6) and not torch.allclose(a[7:], b[7:], atol=1e-3)
-        # a dropped image drops its moments too (the unconditional branch of guidance)
-        drop = torch.tensor([True, True])
-        assert torch.allclose(
-            model(x, cu, t, images=images, drop=drop, shape_moments=given),
-            model(x, cu, t, images=images, drop=drop, shape_moments=moved),
-        )
-    with pytest.raises(ValueError, match=r"shape_moments must be \(2, 8\)"):
-        model(x, cu, t, images=images, shape_moments=torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="needs moment_head"):
-        LayoutFlow(ViTEncoder(32, 8, 32, 1, 4), latent_channels=4, width=32, heads=4, moment_condition=True)
-
-
 def test_the_cnn_encoder_gives_one_token_per_patch_from_its_own_image():
     from partgen.models.image_encoder import CNNEncoder
 

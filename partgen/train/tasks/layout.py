@@ -156,8 +156,8 @@ class LayoutFlowTask(FlowMatchingTask):
     eval_sample_steps: Euler steps of the generation evaluate scores (0: none)
     """
 
-    # validation scores the flow alone, on the moments it predicts itself (no teacher forcing)
-    eval_runs = {"loss": (False, {"aux": False, "teach": False}), "loss_null": (True, {"aux": False, "teach": False})}
+    # validation scores the flow alone (the moment head has its own figure, moment_mse)
+    eval_runs = {"loss": (False, {"aux": False}), "loss_null": (True, {"aux": False})}
 
     def __init__(
         self,
@@ -281,10 +281,9 @@ class LayoutFlowTask(FlowMatchingTask):
         noise: torch.Tensor,
         drop: torch.Tensor,
         aux: bool = True,
-        teach: bool = True,
     ) -> torch.Tensor:
         """The flow-matching MSE, plus (aux) moment_weight x the moment MSE of the shapes that see
-        their image. A moment_condition flow sees the true moments (teach) or its predicted ones."""
+        their image."""
         device = next(model.parameters()).device
         flow = unwrap(model)
         x0 = flow.standardise(batch["latents"].to(device))
@@ -292,12 +291,11 @@ class LayoutFlowTask(FlowMatchingTask):
         rows = torch.repeat_interleave(t.to(device), (cu[1:] - cu[:-1]).long())
         x_t, target = interpolate(x0, noise.to(device), rows)
         images, drop = batch["images"].to(device), drop.to(device)
-        true_moments = set_moments(x0, cu)
-        given = true_moments if teach and flow.moment_embed is not None else None
         if not (aux and self.moment_weight > 0):
-            v = model(x_t, cu, t.to(device), images=images, drop=drop, shape_moments=given)
+            v = model(x_t, cu, t.to(device), images=images, drop=drop)
             return torch.mean((v.float() - target) ** 2)
-        v, predicted = model(x_t, cu, t.to(device), images=images, drop=drop, moments=True, shape_moments=given)
+        true_moments = set_moments(x0, cu)
+        v, predicted = model(x_t, cu, t.to(device), images=images, drop=drop, moments=True)
         seen = ~drop
         moment = torch.mean((predicted[seen].float() - true_moments[seen]) ** 2) if bool(seen.any()) else 0.0
         return torch.mean((v.float() - target) ** 2) + self.moment_weight * moment
