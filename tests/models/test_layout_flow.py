@@ -172,3 +172,17 @@ def test_the_cnn_encoder_gives_one_token_per_patch_from_its_own_image():
     for size, patch in ((30, 8), (32, 6), (32, 1)):
         with pytest.raises(ValueError, match="power of 2"):
             CNNEncoder(image_size=size, patch_size=patch)
+
+
+def test_the_dinov2_encoder_names_its_extra_or_its_missing_weights(tmp_path):
+    """DinoV2Encoder needs transformers, an optional extra (partgen[pretrained]), and local weights."""
+    import importlib.util
+
+    from partgen.models.image_encoder import DinoV2Encoder
+
+    if importlib.util.find_spec("transformers") is None:
+        with pytest.raises(ImportError, match=r"pip install -e '\.\[pretrained\]'"):
+            DinoV2Encoder(str(tmp_path))
+    else:
+        with pytest.raises(FileNotFoundError, match="no DINOv2 weights"):
+            DinoV2Encoder(str(tmp_path))
