@@ -229,7 +229,7 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
             parts=len(parts.names),
             flags=parts.flags,
         )
-    except (MeshError, ValueError, NotImplementedError) as err:
+    except (MeshError, ValueError) as err:
         row["reason"] = str(err)
     except MemoryError:
         row["reason"] = f"{asset.path}: out of memory"

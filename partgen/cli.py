@@ -2,9 +2,8 @@
 
 Configs live in conf/ (packaged as partgen.conf): each app's file is the one source of its defaults,
 and partgen-generate / partgen-segment build their pipeline from its `pipeline:` node
-(run_generate, run_segment: the bodies of the apps, callable with a composed config). An app
-whose job is not built yet says so in one line on stderr and exits with status 2; it never
-pretends to have worked.
+(run_generate, run_segment: the bodies of the apps, callable with a composed config). Bad input
+or configuration: one line on stderr, exit status 1.
 """
 
 from __future__ import annotations
@@ -16,12 +15,6 @@ import hydra
 from omegaconf import DictConfig
 
 CONFIG_PATH = "pkg://partgen.conf"
-NOT_BUILT_EXIT = 2
-
-
-def _not_built(app: str, what: str, issue: str) -> NoReturn:
-    print(f"{app}: {what} is not built yet ({issue}); nothing was done", file=sys.stderr)
-    sys.exit(NOT_BUILT_EXIT)
 
 
 def _fail(app: str, message: str) -> NoReturn:
@@ -38,8 +31,8 @@ def _annotate(cfg: DictConfig) -> None:
 
         try:  # fail once here rather than once per asset
             learned_segmenter(str(cfg.parts.segmenter))
-        except NotImplementedError as err:
-            _not_built("partgen-annotate", "parts.method=learned", str(err))
+        except ValueError as err:
+            _fail("partgen-annotate", str(err))
     try:
         assets = list_assets(str(cfg.input))
     except (FileNotFoundError, OSError, ValueError) as err:
