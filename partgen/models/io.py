@@ -47,14 +47,44 @@ REMOVED_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
+# PointSegmenter's backbone was a string ("vector" | "serialized") with both backbones' keyword
+# arguments beside it (the bundled segmenter's model.yaml): now it is a config of its own
+# (conf/point_backbone), a factory of the input channels. The old form maps onto the new one.
+SEGMENTER = "partgen.models.point_transformer.PointSegmenter"
+LEGACY_BACKBONES = {
+    "vector": (
+        "partgen.models.point_transformer.PointTransformerSeg",
+        ("widths", "encoder_blocks", "decoder_blocks", "neighbours", "share_planes", "norm", "fps_start"),
+    ),
+    "serialized": (
+        "partgen.models.point_transformer.SerializedPointTransformer",
+        ("width", "depth", "heads", "patch_size", "grid_size", "cpe_neighbours"),
+    ),
+}
+
+
+def _legacy_backbone(config: dict, source: str) -> dict:
+    """A PointSegmenter config with backbone: "vector" | "serialized" -> backbone as its own config."""
+    if config.get("_target_") != SEGMENTER or not isinstance(config.get("backbone"), str):
+        return config
+    if config["backbone"] not in LEGACY_BACKBONES:
+        raise ValueError(f"{source}: unknown PointSegmenter backbone {config['backbone']!r}")
+    target, own = LEGACY_BACKBONES[config["backbone"]]
+    every = {key for _, keys in LEGACY_BACKBONES.values() for key in keys}
+    out = {key: value for key, value in config.items() if key not in every}
+    out["backbone"] = {"_target_": target, "_partial_": True} | {k: config[k] for k in own if k in config}
+    return out
+
+
 def upgrade_config(config, source: str = "model config"):
-    """The config with the removed options (REMOVED_OPTIONS) dropped at any depth; ValueError
-    naming the option when one is set to anything but its off value."""
+    """The config as this code reads it, at any depth: the removed options (REMOVED_OPTIONS)
+    dropped (ValueError naming one that is set to anything but its off value), and a PointSegmenter
+    backbone of the old form given as its own config (LEGACY_BACKBONES)."""
     if isinstance(config, list):
         return [upgrade_config(value, source) for value in config]
     if not isinstance(config, dict):
         return config
-    out = {key: upgrade_config(value, source) for key, value in config.items()}
+    out = _legacy_backbone({key: upgrade_config(value, source) for key, value in config.items()}, source)
     for key, off in REMOVED_OPTIONS.get(str(out.get("_target_")), {}).items():
         if key in out:
             if out[key] != off:

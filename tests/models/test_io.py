@@ -64,3 +64,29 @@ def test_removed_experiment_options_load_when_off_and_are_refused_when_on(tmp_pa
             on = 2 if not isinstance(off, str) else "sdf"
             with pytest.raises(ValueError, match=f"{key}=.*left main"):
                 upgrade_config({"nested": {"_target_": target, key: on}})
+
+
+def test_a_segmenter_config_of_the_old_form_gets_its_backbone_as_a_config():
+    """PointSegmenter(backbone="vector", widths=..., width=...) as the bundled segmenter's model.yaml
+    has it -> backbone: {_target_: PointTransformerSeg, _partial_: true, its own arguments}."""
+    from partgen.models.io import load_config, upgrade_config
+
+    bundled = Path(__file__).resolve().parents[2] / "partgen" / "assets" / "segmenter"
+    assert OmegaConf.load(bundled / "model.yaml").backbone == "vector"
+    cfg = load_config(bundled)
+    assert cfg["backbone"] == {
+        "_target_": "partgen.models.point_transformer.PointTransformerSeg",
+        "_partial_": True,
+        "widths": [32, 64, 128, 256],
+        "encoder_blocks": [1, 1, 1, 1],
+        "decoder_blocks": [1, 1, 1, 1],
+        "neighbours": [8, 16, 16, 16],
+        "share_planes": 8,
+        "norm": "batch",
+        "fps_start": "first",
+    }
+    assert not {"width", "depth", "heads", "patch_size", "widths"} & set(cfg)
+    old = {"_target_": "partgen.models.point_transformer.PointSegmenter", "backbone": "serialized", "width": 8}
+    assert upgrade_config(old)["backbone"]["width"] == 8
+    with pytest.raises(ValueError, match="unknown PointSegmenter backbone 'mlp'"):
+        upgrade_config(old | {"backbone": "mlp"})

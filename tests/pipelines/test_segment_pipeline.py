@@ -22,14 +22,17 @@ from partgen.pipelines.segment import Segmenter, read_shape, resolve_checkpoint
 
 MODEL = {
     "_target_": "partgen.models.point_transformer.PointSegmenter",
-    "backbone": "vector",
+    "backbone": {
+        "_target_": "partgen.models.point_transformer.PointTransformerSeg",
+        "_partial_": True,
+        "widths": [16, 32],
+        "encoder_blocks": [1, 1],
+        "decoder_blocks": [1, 1],
+        "neighbours": [8, 8],
+    },
     "num_classes": len(CLASSES),
     "embed_dim": 8,
     "use_normals": True,
-    "widths": [16, 32],
-    "encoder_blocks": [1, 1],
-    "decoder_blocks": [1, 1],
-    "neighbours": [8, 8],
 }
 FAST = {"num_samples": 1500, "points_per_pass": 500}  # small enough for a test, several passes per shape
 
