@@ -109,9 +109,10 @@ def sample_sets(
     cu_seqlens: torch.Tensor,
     channels: int,
     guidance: float,
+    *,
+    generator: torch.Generator | None = None,
     steps: int = 25,
     shift: float = 1.0,
-    generator: torch.Generator | None = None,
     progress: str | None = None,
 ) -> torch.Tensor:
     """Sample B sets of rows, a varlen batch (cu_seqlens (B+1,) int32; set b has cu[b+1] - cu[b] rows

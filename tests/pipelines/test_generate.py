@@ -13,9 +13,9 @@ import pytest
 import torch
 import trimesh
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 from PIL import Image
 
+from conftest import assert_python_defaults
 from partgen.cli import run_generate
 from partgen.pipelines.generate import (
     DEFAULT_MODELS,
@@ -62,13 +62,9 @@ def test_python_defaults_are_the_generate_config():
     """conf/generate.yaml is the one source of generation's defaults: the CLI builds the pipeline from
     its `pipeline:` node, and the Python API (from_folder, PartGenerator, LayoutGenerator) states
     the same values."""
-    pipeline = OmegaConf.to_container(config("x.png", "out", steps=25).pipeline, resolve=True)
-    assert pipeline.pop("_target_") == "partgen.pipelines.generate.PartGenerator.from_folder"
-    folder = inspect.signature(PartGenerator.from_folder).parameters
-    init = inspect.signature(PartGenerator).parameters
-    for key, value in pipeline.items():
-        param = folder[key] if key in folder else init[key]
-        assert param.default == value, f"{key}: the Python default {param.default!r}, the config {value!r}"
+    cfg = config("x.png", "out", steps=25)
+    assert cfg.pipeline._target_ == "partgen.pipelines.generate.PartGenerator.from_folder"
+    pipeline = assert_python_defaults(cfg.pipeline, PartGenerator.from_folder, PartGenerator)
     stage1 = inspect.signature(LayoutGenerator).parameters
     for key, name in [("layout_steps", "steps"), ("layout_guidance", "guidance"), ("coordinates", "coordinates"),
                       ("anchor_band", "anchor_band"), ("dilation", "dilation")]:  # fmt: skip

@@ -2,7 +2,6 @@
 checkpoint resolution (EMA preferred), per-face and per-point labels, partgen-segment's outputs
 and its one-line refusals, and the learned annotator hook."""
 
-import inspect
 import json
 
 import numpy as np
@@ -10,10 +9,10 @@ import pytest
 import torch
 import trimesh
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 import partgen.pipelines.segment as segment
+from conftest import assert_python_defaults
 from partgen.cli import run_segment
 from partgen.data_pipeline.parts import learned_face_parts
 from partgen.data_pipeline.taxonomy import CLASSES
@@ -81,13 +80,9 @@ def main(cfg):
 def test_python_defaults_are_the_segment_config(tmp_path):
     """conf/segment.yaml is the one source of the segmenter's defaults: the CLI builds the Segmenter
     from its `pipeline:` node and the Python API states the same values."""
-    pipeline = OmegaConf.to_container(compose_segment(["input=x.obj", "output=out"]).pipeline, resolve=True)
-    assert pipeline.pop("_target_") == "partgen.pipelines.segment.Segmenter.from_checkpoint"
-    loader = inspect.signature(Segmenter.from_checkpoint).parameters
-    init = inspect.signature(Segmenter).parameters
-    for key, value in pipeline.items():
-        param = loader[key] if key in loader else init[key]
-        assert param.default == value, f"{key}: the Python default {param.default!r}, the config {value!r}"
+    cfg = compose_segment(["input=x.obj", "output=out"])
+    assert cfg.pipeline._target_ == "partgen.pipelines.segment.Segmenter.from_checkpoint"
+    assert_python_defaults(cfg.pipeline, Segmenter.from_checkpoint, Segmenter)
 
 
 def compose_segment(overrides):
