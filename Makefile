@@ -11,16 +11,13 @@ DEB_PACKAGES := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow bench lint format deb venv clean
+.PHONY: demo test bench lint format deb venv clean
 
 demo: venv
 	$(BIN)/python scripts/demo.py
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-test-slow: venv
-	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python scripts/bench_part_attention.py --tokens 16384 --parts 8 --dist balanced --backward --backends sdpa_loop,partgen_cpu --json bench-part-attention.json
