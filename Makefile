@@ -14,16 +14,13 @@ TORCH ?= torch==2.13.0
 TRITON ?= triton==3.7.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow bench lint format deb venv clean
+.PHONY: demo test bench lint format deb venv clean
 
 demo: venv
 	$(BIN)/python scripts/demo.py
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-test-slow: venv
-	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python scripts/bench_part_attention.py --tokens 16384 --parts 8 --dist balanced --backward --backends sdpa_loop,partgen_cpu --json bench-part-attention.json
@@ -55,7 +52,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml kernels/csrc/part_attention_cpu.cpp | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
 	$(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/python -m pip install -q "$(TRITON)"
-	$(BIN)/python -m partgen.kernels || echo "partgen: CPU kernels not built; the reference will be used"
+	$(BIN)/python -m partgen.kernels || echo "partgen: CPU kernels not built; attention uses another backend (sdpa_loop)"
 	touch $@
 
 venv: deb $(STAMP)

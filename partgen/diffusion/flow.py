@@ -7,7 +7,10 @@ is noise, the path is x_t = (1 - t) x_0 + t eps and the model predicts the veloc
 Training draws t from a logit-normal distribution (Esser et al. 2024: more weight mid-path).
 Sampling integrates from t = 1 to 0 with diffusers' scheduler (shift > 1 spends more steps near the
 noise end, as SD3 does for large inputs). Samplers take a callable velocity(x, t) -> v, never a
-model class (DESIGN.md); classifier-free guidance combines two such callables.
+model class (DESIGN.md); classifier-free guidance combines two such callables. sample_guided and
+sample_sets take the model itself as the callable, with its conditioning bound and a per-shape drop
+mask for the null condition: the pipelines (and the training tasks' evaluations) call them, the
+models only compute velocities.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from collections.abc import Callable
 import torch
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (x, t, drop) -> v: a conditional model whose drop (B,) bool mask puts shapes on the null condition
+GuidedVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (x, cu_seqlens, t, drop=drop) -> v: the same over a varlen batch of sets
+SetVelocity = Callable[..., torch.Tensor]
 
 
 def logit_normal_timesteps(
@@ -92,25 +99,54 @@ def sample(
     return x
 
 
-class LatentStatistics:
-    """Mixin for flow models over a VAE's latents: per-channel mean and std buffers (saved with the
-    weights; the training task measures them on the training set once, before the optimiser and EMA
-    see the model) so the flow runs on standardised latents and hands back un-standardised ones."""
+@torch.no_grad()
+def sample_guided(
+    velocity: GuidedVelocity,
+    noise: torch.Tensor,
+    num_shapes: int,
+    guidance: float,
+    steps: int = 25,
+    shift: float = 1.0,
+    progress: str | None = None,
+) -> torch.Tensor:
+    """Sample with classifier-free guidance from a model that reads a per-shape drop mask:
+    velocity(x, t, drop) with drop (num_shapes,) bool (True: that shape sees the null condition).
+    The conditional call drops nothing, the unconditional drops every shape (guided, then sample)."""
+    keep = torch.zeros(num_shapes, dtype=torch.bool, device=noise.device)
 
-    def _init_latent_statistics(self, channels: int) -> None:
-        self.register_buffer("latent_mean", torch.zeros(channels))
-        self.register_buffer("latent_std", torch.ones(channels))
+    def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return velocity(x, t, keep)
 
-    def set_latent_stats(self, latents: torch.Tensor) -> None:
-        """Per-channel mean and std of (M, C) training latents."""
-        self.latent_mean.copy_(latents.float().mean(0))
-        self.latent_std.copy_(latents.float().std(0).clamp_min(1e-4))
+    def unconditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return velocity(x, t, ~keep)
 
-    def standardise(self, latents: torch.Tensor) -> torch.Tensor:
-        return (latents - self.latent_mean) / self.latent_std
-
-    def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.latent_std + self.latent_mean
+    return sample(guided(conditional, unconditional, guidance), noise, steps=steps, shift=shift, progress=progress)
 
 
-__all__ = ["LatentStatistics", "guided", "interpolate", "logit_normal_timesteps", "sample"]
+@torch.no_grad()
+def sample_sets(
+    velocity: SetVelocity,
+    cu_seqlens: torch.Tensor,
+    channels: int,
+    guidance: float,
+    *,
+    generator: torch.Generator | None = None,
+    steps: int = 25,
+    shift: float = 1.0,
+    progress: str | None = None,
+) -> torch.Tensor:
+    """Sample B sets of rows, a varlen batch (cu_seqlens (B+1,) int32; set b has cu[b+1] - cu[b] rows
+    of `channels`), from a model called as velocity(x (M, C), cu_seqlens, t, drop=drop (B,) bool),
+    e.g. a LayoutFlow with its image context bound (functools.partial). Each set's noise is its own
+    draw from generator, so a set's sample does not depend on how many share the batch. -> (M, C)
+    on cu_seqlens' device."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    noise = torch.cat([torch.randn(n, channels, generator=generator) for n in lengths]).to(cu_seqlens.device)
+
+    def per_shape(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        return velocity(x, cu_seqlens, t, drop=drop)
+
+    return sample_guided(per_shape, noise, len(lengths), guidance, steps=steps, shift=shift, progress=progress)
+
+
+__all__ = ["guided", "interpolate", "logit_normal_timesteps", "sample", "sample_guided", "sample_sets"]

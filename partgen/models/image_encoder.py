@@ -13,8 +13,9 @@ Legend: B images, H x W pixels, P patch side, T tokens per image, D width.
                    to input_size, its 1280-channel head features projected to D by a trained
                    linear map with a learned position per cell: T = (input_size / 32)^2. Its
                    pooled features (embed) are what stage 1 retrieves reference shapes by.
-    DinoV2Encoder  a frozen pretrained DINOv2 (Oquab et al. 2023) through `transformers`, read from a
-                   local folder (no hub at run time): its last hidden states (CLS + patches).
+    DinoV2Encoder  a frozen pretrained DINOv2 (Oquab et al. 2023) through `transformers` (the optional
+                   extra partgen[pretrained]), read from a local folder (no hub at run time): its
+                   last hidden states (CLS + patches).
 
 load_image / image_tensor turn files into what the encoders read: RGB in [0, 1], (3, S, S), an
 alpha channel composited onto white (Sweet Home 3D icons and renders have one), greyscale
@@ -255,7 +256,8 @@ class DinoV2Encoder(nn.Module):
             from transformers import AutoModel
         except ImportError:
             raise ImportError(
-                "DinoV2Encoder needs `transformers` (pip install transformers); the CPU configs use ViTEncoder"
+                "DinoV2Encoder needs `transformers`, an optional extra: pip install -e '.[pretrained]' "
+                "(the CPU configs use CNNEncoder or ViTEncoder)"
             ) from None
         if not (Path(path) / "config.json").is_file():
             raise FileNotFoundError(f"{path}: no DINOv2 weights (config.json) there; download them first, offline")

@@ -5,10 +5,7 @@ per image, G part groups (one per (shape, part) that occurs).
 
 Tokens are the active voxels (SparseVoxels), each carrying the noisy latent of its voxel; position
 is a sinusoidal embedding of the voxel coordinates (and, with num_part_embeddings > 0, a learned
-embedding of the part id, so parts can tell each other apart). With local_convs > 0, residual
-submanifold convolutions (3^3) then mix each token with its neighbouring voxels: attention alone
-sees positions, not the shape of the voxel set, and a stage 2 trained on a band round the surface
-must tell the band's middle from its sides. Every block is an adaLN-Zero DiT
+embedding of the part id, so parts can tell each other apart). Every block is an adaLN-Zero DiT
 block (partgen.nn.blocks.AdaLNBlock) conditioned on the timestep:
     self-attention  per layer "part" (Part Attention: a voxel attends to the voxels of its own part;
                     cost sum n_p^2 instead of N^2) or "global" (the whole shape), from `schedule`
@@ -23,9 +20,11 @@ The output is the velocity of the rectified flow (partgen.diffusion.flow) per vo
 With an image_encoder inside (ViTEncoder trained with the model, or a frozen DINOv2), forward reads
 images (B, 3, S, S) and cameras (B, 3, 4) itself (what training under DDP and sampling use), the
 mean image token joins the timestep in the adaLN conditioning (pooled_image), and the model
-standardises its latents with statistics measured on the training set (LatentStatistics);
-`generate` samples the latents of given voxels and parts for an image. Without an encoder it reads
-precomputed context tokens of width context_dim (the ablation benchmark).
+standardises its latents with statistics measured on the training set (LatentStatistics). The model
+computes velocities only: partgen.pipelines.generate.sample_part_latents samples the latents of
+given voxels and parts for an image (partgen.diffusion.flow.sample_guided with the model as the
+callable). Without an encoder it reads precomputed context tokens of width context_dim (the
+ablation benchmark).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from partgen.diffusion.flow import LatentStatistics
+from partgen.models.latent_stats import LatentStatistics
 from partgen.nn.blocks import (
     AdaLNBlock,
     AdaLNOutput,
@@ -45,7 +44,6 @@ from partgen.nn.blocks import (
     resolve_schedule,
     sinusoidal_embedding,
 )
-from partgen.nn.sparse_conv import SubMConv3d
 from partgen.structures import (
     PartGroups,
     SparseVoxels,
@@ -126,7 +124,6 @@ class PartDiT(LatentStatistics, nn.Module):
     pos_channels:        sinusoidal channels per axis of the voxel position
     num_part_embeddings: > 0 adds a learned embedding of part ids (mod this many)
     freq_channels:       sinusoidal channels of the timestep
-    local_convs:         residual 3^3 submanifold convolutions after the input projection (0: none)
     """
 
     def __init__(
@@ -144,7 +141,6 @@ class PartDiT(LatentStatistics, nn.Module):
         image_encoder: nn.Module | None = None,
         pooled_image: bool = True,
         footprint_dilation: int = 1,
-        local_convs: int = 0,
     ):
         super().__init__()
         self.in_channels, self.pos_channels = int(in_channels), int(pos_channels)
@@ -158,8 +154,6 @@ class PartDiT(LatentStatistics, nn.Module):
         self.schedule = resolve_schedule(schedule, depth)
         self.proj_in = nn.Linear(in_channels + 3 * pos_channels, width)
         self.part_embed = nn.Embedding(num_part_embeddings, width) if num_part_embeddings > 0 else None
-        self.local_norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(local_convs))
-        self.local_convs = nn.ModuleList(SubMConv3d(width, width, 3) for _ in range(local_convs))
         self.time = TimestepEmbedding(width, freq_channels)
         self.null_image = nn.Parameter(torch.zeros(context_dim)) if context_dim else None
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, context_dim, mlp_ratio) for _ in range(depth))
@@ -200,8 +194,6 @@ class PartDiT(LatentStatistics, nn.Module):
         h = self.proj_in(torch.cat([x.feats, pos], 1))
         if self.part_embed is not None and x.part is not None:
             h = h + self.part_embed(x.part % self.part_embed.num_embeddings)
-        for norm, conv in zip(self.local_norms, self.local_convs, strict=True):
-            h = h + conv(x.replace(feats=nn.functional.gelu(norm(h)))).feats
         cond = self.time(t)
         tokens = None
         if self.null_image is not None:
@@ -232,42 +224,6 @@ class PartDiT(LatentStatistics, nn.Module):
             raise ValueError("this PartDiT has no image encoder: pass context tokens")
         tokens, cu = self.image_encoder(images)
         return self.context_norm(tokens), cu
-
-    @torch.no_grad()
-    def generate(
-        self,
-        voxels: SparseVoxels,
-        images: torch.Tensor,
-        cameras: torch.Tensor | None = None,
-        steps: int = 25,
-        guidance: float = 3.0,
-        shift: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: str | None = None,
-        schedule: list[AttentionScope] | str | None = None,
-    ) -> torch.Tensor:
-        """Latents (N, C) (un-standardised) of voxels (coords and part; feats are ignored) for B images,
-        by Euler sampling with classifier-free guidance; schedule overrides the layer scopes."""
-        from partgen.diffusion.flow import guided, sample
-
-        b = voxels.batch_size
-        context = self.encode_images(images)
-        part = voxels.part_groups()
-        grid = self.image_encoder.patch_grid
-        context_groups = part_image_groups(voxels, part, context[1], cameras, grid, self.footprint_dilation)
-        keep = torch.zeros(b, dtype=torch.bool, device=images.device)
-        noise = torch.randn(len(voxels), self.in_channels, generator=generator).to(images.device)
-
-        def velocity(drop):
-            def v(x, t):
-                return self(voxels.replace(feats=x), t, context, context_groups, drop=drop, schedule=schedule)
-
-            return v
-
-        x = sample(
-            guided(velocity(keep), velocity(~keep), guidance), noise, steps=steps, shift=shift, progress=progress
-        )
-        return self.unstandardise(x)
 
 
 __all__ = ["PartDiT", "part_image_groups"]

@@ -4,7 +4,8 @@ Legend: L latent tokens, C channels, R grid resolution, V voxels at the stage-2 
 
 LayoutGenerator holds a trained VecSetVAE and LayoutFlow (model folders as partgen-train writes
 them; EMA weights preferred) and runs, for one image:
-    flow.generate     L latents by Euler sampling of the rectified flow with classifier-free guidance
+    sample_sets       L latents by Euler sampling of the flow with classifier-free guidance
+                      (partgen.diffusion.flow, the flow model as the callable, its image context bound)
     vae.decode        the latent set -> tokens
     vae.decode_grid   the occupancy on an R^3 grid, hierarchically (coarse first, refined at the surface)
     occupancy_to_voxels  the stage-2 coordinates at `voxel_resolution`, dilated by `dilation`
@@ -25,14 +26,17 @@ against 16k: partgen-generate uses "auto", a band of 2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
 import torch
 
+from partgen.diffusion.flow import sample_sets
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import LayoutFlow
 from partgen.models.vecset_vae import GridValues, VecSetVAE, anchor_voxels, occupancy_to_voxels
+from partgen.structures import cu_seqlens_from_lengths
 
 
 @dataclasses.dataclass
@@ -49,21 +53,22 @@ class LayoutGenerator:
     """See the module docstring. steps, guidance, shift: of the flow sampler; resolution, coarse:
     of the occupancy grid; voxel_resolution, dilation: of the stage-2 coordinates; coordinates:
     "surface" (the decoded surface's voxels), "anchors" (within anchor_band voxels of an anchor) or
-    "auto" (anchors when the VAE is anchored)."""
+    "auto" (anchors when the VAE is anchored). The defaults are partgen-generate's (conf/generate.yaml:
+    layout_steps, layout_cfg, dilation, coordinates, anchor_band)."""
 
     def __init__(
         self,
         vae: VecSetVAE,
         flow: LayoutFlow,
         steps: int = 25,
-        guidance: float = 3.0,
+        guidance: float = 1.0,
         shift: float = 1.0,
         resolution: int = 128,
         coarse: int = 32,
         voxel_resolution: int = 64,
-        dilation: int = 1,
-        coordinates: str = "surface",
-        anchor_band: int = 3,
+        dilation: int = 0,
+        coordinates: str = "auto",
+        anchor_band: int = 2,
     ):
         if coordinates not in ("auto", "surface", "anchors"):
             raise ValueError(f"coordinates must be 'auto', 'surface' or 'anchors', got {coordinates!r}")
@@ -99,15 +104,19 @@ class LayoutGenerator:
             raise ValueError(f"image must be (3, {self.image_size}, {self.image_size}), got {tuple(image.shape)}")
         times = {}
         t0 = time.perf_counter()
-        latents, cu = self.flow.generate(
-            image[None],
-            num_latents or self.vae.num_latents,
-            steps=self.steps,
+        flow = self.flow
+        cu = cu_seqlens_from_lengths([num_latents or self.vae.num_latents], device=image.device)
+        x = sample_sets(
+            functools.partial(flow, context=flow.encode_images(image[None])),
+            cu,
+            flow.latent_channels,
             guidance=self.guidance,
+            steps=self.steps,
             shift=self.shift,
             generator=torch.Generator().manual_seed(seed),
             progress=progress,
         )
+        latents = flow.unstandardise(x)
         times["flow_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         grid = self.vae.decode_grid(self.vae.decode(latents, cu), resolution=self.resolution, coarse=self.coarse)
