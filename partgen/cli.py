@@ -135,6 +135,7 @@ def run_generate(cfg: DictConfig) -> int:
             "cfg": generator.guidance,
             "layout_cfg": generator.layout.guidance,
             "coordinates": generator.layout.coordinates,
+            "reference_strength": generator.layout.strength if generator.layout.uses_references else None,
             "parts": str(cfg.pipeline.parts),
             "layout": str(cfg.layout) if cfg.layout else "stage 1",
             "schedule": cfg.schedule or "model",

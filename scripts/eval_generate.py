@@ -223,6 +223,7 @@ def main() -> None:
                         "parts": len(gen.parts),
                         "pieces": part_pieces(coords, gen.voxels.part.numpy()),
                         "voxels": int(gen.tokens["voxels"]),
+                        "reference": gen.reference,
                         "seconds": time.perf_counter() - start,
                         "times": gen.times,
                     }

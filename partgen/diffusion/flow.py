@@ -108,10 +108,13 @@ def sample_guided(
     steps: int = 25,
     shift: float = 1.0,
     progress: str | None = None,
+    start: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Sample with classifier-free guidance from a model that reads a per-shape drop mask:
     velocity(x, t, drop) with drop (num_shapes,) bool (True: that shape sees the null condition).
-    The conditional call drops nothing, the unconditional drops every shape (guided, then sample)."""
+    The conditional call drops nothing, the unconditional drops every shape (guided, then sample;
+    start and strength as there)."""
     keep = torch.zeros(num_shapes, dtype=torch.bool, device=noise.device)
 
     def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -120,7 +123,15 @@ def sample_guided(
     def unconditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return velocity(x, t, ~keep)
 
-    return sample(guided(conditional, unconditional, guidance), noise, steps=steps, shift=shift, progress=progress)
+    return sample(
+        guided(conditional, unconditional, guidance),
+        noise,
+        steps=steps,
+        shift=shift,
+        progress=progress,
+        start=start,
+        strength=strength,
+    )
 
 
 @torch.no_grad()
@@ -134,19 +145,32 @@ def sample_sets(
     steps: int = 25,
     shift: float = 1.0,
     progress: str | None = None,
+    start: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Sample B sets of rows, a varlen batch (cu_seqlens (B+1,) int32; set b has cu[b+1] - cu[b] rows
     of `channels`), from a model called as velocity(x (M, C), cu_seqlens, t, drop=drop (B,) bool),
     e.g. a LayoutFlow with its image context bound (functools.partial). Each set's noise is its own
-    draw from generator, so a set's sample does not depend on how many share the batch. -> (M, C)
-    on cu_seqlens' device."""
+    draw from generator, so a set's sample does not depend on how many share the batch. start (M, C)
+    and strength < 1: begin from those rows at t = strength (SDEdit, see sample). -> (M, C) on
+    cu_seqlens' device."""
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
     noise = torch.cat([torch.randn(n, channels, generator=generator) for n in lengths]).to(cu_seqlens.device)
 
     def per_shape(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         return velocity(x, cu_seqlens, t, drop=drop)
 
-    return sample_guided(per_shape, noise, len(lengths), guidance, steps=steps, shift=shift, progress=progress)
+    return sample_guided(
+        per_shape,
+        noise,
+        len(lengths),
+        guidance,
+        steps=steps,
+        shift=shift,
+        progress=progress,
+        start=start,
+        strength=strength,
+    )
 
 
 __all__ = ["guided", "interpolate", "logit_normal_timesteps", "sample", "sample_guided", "sample_sets"]

@@ -227,9 +227,11 @@ class EfficientNetEncoder(PatchTokenEncoder):
         x = torch.nn.functional.interpolate(images, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
         return self.backbone(x)
 
+    @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1280) mean-pooled backbone features, unit length (cosine similarity = dot product)."""
-        return torch.nn.functional.normalize(self.features(images).mean((2, 3)), dim=1)
+        self.check(images)
+        return self.backbone.embed(images, self.input_size)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = images.shape[0]
@@ -283,4 +285,12 @@ class DinoV2Encoder(nn.Module):
         return hidden.reshape(b * t, d), cu_seqlens_from_lengths([t] * b, device=images.device)
 
 
-__all__ = ["CNNEncoder", "DinoV2Encoder", "EfficientNetEncoder", "ImageError", "ViTEncoder", "image_tensor", "load_image"]
+__all__ = [
+    "CNNEncoder",
+    "DinoV2Encoder",
+    "EfficientNetEncoder",
+    "ImageError",
+    "ViTEncoder",
+    "image_tensor",
+    "load_image",
+]

@@ -43,7 +43,6 @@ def _targets(node) -> list[str]:
 REMOVED_OPTIONS: dict[str, dict[str, object]] = {
     "partgen.models.layout_flow.LayoutFlow": {"moment_condition": False},
     "partgen.models.vecset_vae.VecSetVAE": {"query_mlp_ratio": 0.0, "output": "occupancy"},
-    "partgen.models.part_dit.PartDiT": {"local_convs": 0},
 }
 
 

@@ -5,7 +5,10 @@ per image, G part groups (one per (shape, part) that occurs).
 
 Tokens are the active voxels (SparseVoxels), each carrying the noisy latent of its voxel; position
 is a sinusoidal embedding of the voxel coordinates (and, with num_part_embeddings > 0, a learned
-embedding of the part id, so parts can tell each other apart). Every block is an adaLN-Zero DiT
+embedding of the part id, so parts can tell each other apart). With local_convs > 0, residual
+submanifold convolutions (3^3) then mix each token with its neighbouring voxels: attention alone
+sees positions, not the shape of the voxel set, and a stage 2 trained on a band round the surface
+must tell the band's middle from its sides. Every block is an adaLN-Zero DiT
 block (partgen.nn.blocks.AdaLNBlock) conditioned on the timestep:
     self-attention  per layer "part" (Part Attention: a voxel attends to the voxels of its own part;
                     cost sum n_p^2 instead of N^2) or "global" (the whole shape), from `schedule`
@@ -44,6 +47,7 @@ from partgen.nn.blocks import (
     resolve_schedule,
     sinusoidal_embedding,
 )
+from partgen.nn.sparse_conv import SubMConv3d
 from partgen.structures import (
     PartGroups,
     SparseVoxels,
@@ -124,6 +128,7 @@ class PartDiT(LatentStatistics, nn.Module):
     pos_channels:        sinusoidal channels per axis of the voxel position
     num_part_embeddings: > 0 adds a learned embedding of part ids (mod this many)
     freq_channels:       sinusoidal channels of the timestep
+    local_convs:         residual 3^3 submanifold convolutions after the input projection (0: none)
     """
 
     def __init__(
@@ -141,6 +146,7 @@ class PartDiT(LatentStatistics, nn.Module):
         image_encoder: nn.Module | None = None,
         pooled_image: bool = True,
         footprint_dilation: int = 1,
+        local_convs: int = 0,
     ):
         super().__init__()
         self.in_channels, self.pos_channels = int(in_channels), int(pos_channels)
@@ -154,6 +160,8 @@ class PartDiT(LatentStatistics, nn.Module):
         self.schedule = resolve_schedule(schedule, depth)
         self.proj_in = nn.Linear(in_channels + 3 * pos_channels, width)
         self.part_embed = nn.Embedding(num_part_embeddings, width) if num_part_embeddings > 0 else None
+        self.local_norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(local_convs))
+        self.local_convs = nn.ModuleList(SubMConv3d(width, width, 3) for _ in range(local_convs))
         self.time = TimestepEmbedding(width, freq_channels)
         self.null_image = nn.Parameter(torch.zeros(context_dim)) if context_dim else None
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, context_dim, mlp_ratio) for _ in range(depth))
@@ -194,6 +202,8 @@ class PartDiT(LatentStatistics, nn.Module):
         h = self.proj_in(torch.cat([x.feats, pos], 1))
         if self.part_embed is not None and x.part is not None:
             h = h + self.part_embed(x.part % self.part_embed.num_embeddings)
+        for norm, conv in zip(self.local_norms, self.local_convs, strict=True):
+            h = h + conv(x.replace(feats=nn.functional.gelu(norm(h)))).feats
         cond = self.time(t)
         tokens = None
         if self.null_image is not None:

@@ -48,6 +48,7 @@ from partgen.models.part_dit import PartDiT, part_image_groups
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
+from partgen.pipelines.references import BANK_FILE, ReferenceBank
 from partgen.pipelines.outputs import palette
 from partgen.pipelines.segment import Segmenter
 from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
@@ -82,6 +83,7 @@ class Generation:
     voxels: SparseVoxels
     times: dict[str, float]
     tokens: dict
+    reference: str | None = None  # the training shape stage 1 started from (references), if any
 
 
 MIN_IMAGE_SIDE = 16  # pixels
@@ -306,6 +308,7 @@ class PartGenerator:
         coordinates: str = "auto",
         anchor_band: int = 2,
         dilation: int = 0,
+        reference_strength: float = 0.3,
         device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
@@ -315,7 +318,9 @@ class PartGenerator:
         layout flow recipe is best unguided: 48 held-out icons, voxel recall 0.40 at 1.0, 0.36 at 1.5,
         0.34 at 3 with 6 empty layouts; "auto" takes a band round the generated anchors when the VAE
         is anchored, else the decoded surface; dilation of the surface's voxels, 0: the voxels the
-        surface crosses, as stage 2 was trained on); device: where the models run (models.io.
+        surface crosses, as stage 2 was trained on); reference_strength: where stage 1's flow starts
+        from the nearest reference shape's latents when the set has a reference bank
+        (references.safetensors; 1: from pure noise); device: where the models run (models.io.
         choose_device); options: the other PartGenerator arguments (steps, guidance, max_parts, ...)."""
         folder = resolve_models(folder)
         if parts not in ("learned", "geometric"):
@@ -328,6 +333,8 @@ class PartGenerator:
             dilation=dilation,
             coordinates=coordinates,
             anchor_band=anchor_band,
+            references=ReferenceBank.load(folder / BANK_FILE) if (folder / BANK_FILE).is_file() else None,
+            strength=reference_strength,
         )
         device = choose_device(device)
         layout.vae.to(device), layout.flow.to(device)
@@ -352,7 +359,7 @@ class PartGenerator:
         user gives)."""
         device = next(self.part_dit.parameters()).device
         image_layout, image_dit = (im.to(device) for im in self.load_image(image))
-        coords, surface, times, latents_count = self.sample_layout(image_layout, seed, progress, layout)
+        coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout)
         where = f"{image} (seed {seed})"
         if len(coords) == 0 or len(surface[1]) == 0:
             raise GenerationError(f"stage 1 made an empty layout for {where}: no surface in the occupancy")
@@ -362,7 +369,7 @@ class PartGenerator:
                 f"{self.max_tokens} (stage 2 would run for many minutes): try another seed, or raise max_tokens"
             )
         t0 = time.perf_counter()
-        part, names = self.assign_parts(coords, *surface)
+        part, names = self.assign_parts(coords, *surface, given=given[:2] if given else None)
         times["parts_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         voxels, group = self.sample_latents(coords, part, image_dit, surface[0], seed, progress)
@@ -372,18 +379,20 @@ class PartGenerator:
         times["decode_s"] = time.perf_counter() - t0
         if not parts:
             raise GenerationError(f"stage 2 decoded no surface for {where}")
-        return Generation(parts, surface, voxels.cpu(), times, self._tokens(part, group, names, latents_count))
+        tokens = self._tokens(part, group, names, latents_count)
+        return Generation(parts, surface, voxels.cpu(), times, tokens, given[2] if given else None)
 
     # --- the stages ------------------------------------------------------------------------------
 
     def sample_layout(
         self, image: torch.Tensor, seed: int = 0, progress: bool = False, layout=None
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, float], int]:
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, float], int, tuple | None]:
         """Stage 1: image (3, S1, S1) -> the V surface voxels (V, 3) int64 at the stage-2 resolution,
         the coarse surface (vertices (n, 3) float64 in the normalised cube, faces (m, 3) int64),
-        seconds per step and the count of layout latents (L; 0 when `layout`, a mesh file or
+        seconds per step, the count of layout latents (L; 0 when `layout`, a mesh file or
         (vertices, faces), stands in for stage 1: its surface voxels and itself, normalised into the
-        cube)."""
+        cube), and when stage 1 carried a reference shape (LayoutGenerator with references) its
+        parts: ((m,) face parts, names, the reference's key), else None."""
         if layout is not None:
             from partgen.data_pipeline.mesh_io import load_mesh, normalise
             from partgen.data_pipeline.voxelize import voxelize_surface
@@ -396,20 +405,29 @@ class PartGenerator:
                 vertices, faces = mesh.vertices, mesh.faces
             vertices = normalise(vertices).apply(vertices)
             coords = voxelize_surface(vertices, faces, self.layout.voxel_resolution).coords.astype(np.int64)
-            return coords, (vertices, faces), {"layout_from_mesh_s": time.perf_counter() - t0}, 0
+            return coords, (vertices, faces), {"layout_from_mesh_s": time.perf_counter() - t0}, 0, None
         generated = self.layout(image, seed=seed, progress="stage 1: layout flow" if progress else None)
-        vertices, faces = extract_mesh(generated.grid)
         coords = generated.voxels.cpu().numpy().astype(np.int64)
         times = {f"layout_{k}": v for k, v in generated.times.items()}
-        return coords, (vertices, faces), times, int(generated.latents.shape[0])
+        if generated.mesh is not None:
+            m = generated.mesh
+            given = (m.face_part, m.part_names, generated.reference)
+            return coords, (m.vertices, m.faces), times, int(generated.latents.shape[0]), given
+        vertices, faces = extract_mesh(generated.grid)
+        return coords, (vertices, faces), times, int(generated.latents.shape[0]), None
 
-    def assign_parts(self, coords: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def assign_parts(
+        self, coords: np.ndarray, vertices: np.ndarray, faces: np.ndarray, given: tuple | None = None
+    ) -> tuple[np.ndarray, list[str]]:
         """Parts: the coarse surface (vertices (n, 3), faces (m, 3)), decimated to segment_faces, is cut
-        by the segmenter (or geometrically); each of the V voxels (coords (V, 3)) takes the part of
-        the nearest face, small or surplus parts join their nearest kept one -> (V,) int64 parts
-        0..K-1 (K <= max_parts) and their K unique names."""
-        coarse = simplify(vertices, faces, self.segment_faces)
-        if self.segmenter is not None:
+        by the segmenter (or geometrically), unless `given` brings its parts ((m,) face parts, names:
+        a reference's authored ones); each of the V voxels (coords (V, 3)) takes the part of the
+        nearest face, small or surplus parts join their nearest kept one -> (V,) int64 parts 0..K-1
+        (K <= max_parts) and their K unique names."""
+        coarse = (vertices, faces) if given else simplify(vertices, faces, self.segment_faces)
+        if given:
+            face_part, names = given
+        elif self.segmenter is not None:
             seg = self.segmenter.label_mesh(*coarse)
             face_part, names = seg.part, list(seg.names)
         else:
@@ -560,6 +578,7 @@ def make_report(image: Path, gen: Generation, settings: dict, models: str, total
         "models": models,
         "times_s": {k: round(v, 3) for k, v in gen.times.items()} | {"total_s": round(total_s, 3)},
         "tokens": gen.tokens,
+        "layout_reference": gen.reference,
         "parts": [
             {"name": p.name, "voxels": p.voxels, "vertices": len(p.vertices), "faces": len(p.faces)} for p in gen.parts
         ],

@@ -144,3 +144,25 @@ def test_bench_script_writes_the_ablation_json(tmp_path):
     assert bench.main([*args.split(), "--no-sample", "--autocast", "bf16", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["speedup_sample"] is None and result["autocast"] == "bf16" and result["part"]["fwd_ms"] > 0
+
+
+def test_local_convs_see_neighbours_within_a_shape_only_and_round_trip(tmp_path):
+    model = tiny(local_convs=2)
+    a = random_voxels([30], resolution=6, parts=2, channels=4, seed=5)
+    b = random_voxels([30], resolution=6, parts=2, channels=4, seed=6)
+    both = SparseVoxels.collate([a, b])
+    ctx1, ctx2 = context(1), context(2)
+    ctx2 = (torch.cat([ctx1[0], context(1, seed=1)[0]]), ctx2[1])
+    with torch.no_grad():
+        alone = model(a, torch.tensor(0.4), context=ctx1)
+        together = model(both, torch.tensor(0.4), context=ctx2)
+        torch.testing.assert_close(together[: len(a)], alone, atol=1e-5, rtol=1e-5)  # no leak across shapes
+        no_conv = tiny()
+        no_conv.load_state_dict({k: v for k, v in model.state_dict().items() if "local_" not in k})
+        assert not torch.allclose(no_conv(a, torch.tensor(0.4), context=ctx1), alone)
+    x = model.train()(both, torch.tensor([0.3, 0.6]), context=ctx2)
+    x.square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in model.local_convs.parameters())
+    save_model(tmp_path / "dit", model.eval(), CONFIG | {"local_convs": 2})
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "dit").eval()(a, torch.tensor(0.4), context=ctx1), alone)
