@@ -48,8 +48,8 @@ from partgen.models.part_dit import PartDiT, part_image_groups
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
-from partgen.pipelines.references import BANK_FILE, ReferenceBank
 from partgen.pipelines.outputs import palette
+from partgen.pipelines.references import BANK_FILE, ReferenceBank
 from partgen.pipelines.segment import Segmenter
 from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
 
