@@ -212,3 +212,24 @@ def test_parts_are_merged_split_and_named():
     for g in range(len(sizes)):  # a group lies in one part and is a compact slab
         assert len(np.unique(merged[group == g])) == 1 and np.ptp(coords[group == g, 0]) <= 1
     assert unique_names(["leg", "leg_2", "top", "leg"]) == ["leg", "leg_2", "top", "leg_3"]
+
+
+def test_clean_mesh_drops_specks_and_smooths_bumps():
+    from partgen.eval.geometry import surface_metrics
+    from partgen.pipelines.generate import clean_mesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.4)
+    rng = np.random.default_rng(0)
+    bumpy = sphere.vertices * (1 + rng.normal(0, 0.02, (len(sphere.vertices), 1)))
+    speck = trimesh.creation.icosphere(subdivisions=0, radius=0.01)  # 20 faces, away from the sphere
+    vertices = np.concatenate([bumpy, speck.vertices + [0.0, 0.47, 0.0]])
+    faces = np.concatenate([sphere.faces, speck.faces + len(bumpy)])
+    v, f = clean_mesh(vertices, faces, min_component_faces=50, smooth_iterations=5)
+    assert len(f) == len(sphere.faces) and np.abs(v).max() <= 0.5  # the speck is gone
+    before = surface_metrics((vertices, faces), (sphere.vertices, sphere.faces), 5000)
+    after = surface_metrics((v, f), (sphere.vertices, sphere.faces), 5000)
+    assert after["normal_consistency"] > before["normal_consistency"] + 0.02
+    assert np.abs(np.linalg.norm(v, axis=1).mean() - 0.4) < 0.01  # Taubin keeps the size
+    # a part made of pieces that are all small keeps its largest; 0 turns each step off
+    assert len(clean_mesh(speck.vertices, speck.faces, 50, 0)[1]) == 20
+    assert np.array_equal(clean_mesh(vertices, faces, 0, 0)[1], faces)
