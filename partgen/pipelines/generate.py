@@ -244,8 +244,15 @@ def sample_part_latents(
     if start is not None:
         start = dit.standardise(start.to(noise))
     x = sample_guided(
-        velocity, noise, voxels.batch_size, guidance, steps=steps, shift=shift, progress=progress,
-        start=start, strength=strength,
+        velocity,
+        noise,
+        voxels.batch_size,
+        guidance,
+        steps=steps,
+        shift=shift,
+        progress=progress,
+        start=start,
+        strength=strength,
     )
     return dit.unstandardise(x)
 

@@ -87,7 +87,15 @@ def test_outputs_hold_named_parts_and_a_report(generated):
     assert tokens["voxels"] == sum(tokens["parts"].values()) > 0
     assert tokens["part_attention_pairs"] < tokens["global_attention_pairs"] or len(tokens["parts"]) == 1
     assert tokens["mesh_resolution"] == 4 * tokens["resolution"] == 256
-    for stage in ("layout_retrieve_s", "layout_flow_s", "layout_voxels_s", "parts_s", "stage2_s", "decode_s", "total_s"):
+    for stage in (
+        "layout_retrieve_s",
+        "layout_flow_s",
+        "layout_voxels_s",
+        "parts_s",
+        "stage2_s",
+        "decode_s",
+        "total_s",
+    ):
         assert report["times_s"][stage] >= 0
     # the bundled set has a reference bank: stage 1 started from a training shape and carried its parts
     from partgen.data_pipeline.datasets import split_of
