@@ -110,7 +110,9 @@ def test_same_seed_same_mesh_and_a_global_bf16_run(tmp_path, generated):
     assert main(config(TRAINING_ICON, tmp_path / "again")) == 0
     a = trimesh.load(generated / "mesh.obj", process=False)
     b = trimesh.load(tmp_path / "again" / "mesh.obj", process=False)
-    assert np.allclose(a.vertices, b.vertices)
+    # the same mesh (threaded signed distances, where stage 2 starts, may order the pieces differently)
+    assert len(a.faces) == len(b.faces)
+    assert np.allclose(np.sort(a.vertices, axis=0), np.sort(b.vertices, axis=0), atol=1e-5)
     out = tmp_path / "global"
     assert main(config(TRAINING_ICON, out, schedule="global", parts="geometric", precision="bf16", layout_cfg=1.5)) == 0
     report = json.loads((out / "report.json").read_text())
@@ -229,6 +231,28 @@ def test_voxel_parts_icon_camera_and_decimation():
     v, f = simplify(sphere.vertices, sphere.faces, 500)
     assert len(f) <= 500 and np.abs(np.linalg.norm(v, axis=1) - 0.4).max() < 0.05
     assert simplify(sphere.vertices, sphere.faces, 10**6)[1] is sphere.faces
+
+
+def test_voxels_on_a_big_face_take_its_part():
+    """A table top of two triangles (part 0) over a finely cut leg (part 1) at one corner: the top's
+    voxels away from the leg are part 0 (the nearest face centroid would give many of them the leg's
+    part: the top's centroids lie far from its corners)."""
+    from partgen.data_pipeline.voxelize import voxelize_surface
+
+    top_v = np.array([[-0.45, 0.01, -0.45], [0.45, 0.01, -0.45], [0.45, 0.01, 0.45], [-0.45, 0.01, 0.45]])
+    top_f = np.array([[0, 1, 2], [0, 2, 3]])
+    leg = trimesh.creation.box((0.06, 0.45, 0.06)).subdivide().subdivide()
+    leg_v = leg.vertices + [0.38, -0.23, 0.38]
+    vertices = np.concatenate([top_v, leg_v])
+    faces = np.concatenate([top_f, leg.faces + 4])
+    face_part = np.r_[np.zeros(2, np.int64), np.ones(len(leg.faces), np.int64)]
+    coords = voxelize_surface(vertices, faces, 32).coords.astype(np.int64)
+    part = voxel_parts(coords, 32, vertices, faces, face_part)
+    centres = (coords + 0.5) / 32 - 0.5
+    on_top = np.abs(centres[:, 1] - 0.01) < 1 / 32
+    far = np.hypot(centres[:, 0] - 0.38, centres[:, 2] - 0.38) > 0.1
+    assert (on_top & far).sum() > 500 and (part[on_top & far] == 0).all()
+    assert (part[centres[:, 1] < -0.1] == 1).all()  # the leg below the top
 
 
 def test_parts_are_merged_split_and_named():
