@@ -136,26 +136,21 @@ def voxel_parts(
     samples_per_voxel: float = 8.0,
 ):
     """(V,) int64 part of each voxel: that of the surface nearest to the voxel centre, found among
-    points spread over the faces by area (about samples_per_voxel per voxel, seeded) and the faces'
-    centroids (so that no small face goes unseen). Not the nearest centroid alone: on a coarse mesh a
-    big face's centroid can lie farther from its own surface than a small neighbour's does, and the
-    flat tops of tables and cabinets came out with two labels interleaved."""
+    points spread over the faces by area (about samples_per_voxel per voxel, seeded:
+    data_pipeline.samples.sample_surface) and the faces' centroids (so that no small face goes
+    unseen). Not the nearest centroid alone: on a coarse mesh a big face's centroid can lie farther
+    from its own surface than a small neighbour's does, and the flat tops of tables and cabinets came
+    out with two labels interleaved."""
     from scipy.spatial import cKDTree
 
-    tri = vertices[faces]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    rng = np.random.default_rng(0)
-    count = int(samples_per_voxel * len(coords)) if area.sum() > 0 else 0
-    pick = rng.choice(len(faces), size=count, p=area / area.sum()) if count else np.zeros(0, np.int64)
-    u, v = rng.random((2, count))
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    points = tri[pick, 0] + u[:, None] * (tri[pick, 1] - tri[pick, 0]) + v[:, None] * (tri[pick, 2] - tri[pick, 0])
-    points = np.concatenate([tri.mean(1), points])
-    owner = np.concatenate([np.arange(len(faces)), pick])
+    from partgen.data_pipeline.samples import sample_surface
+
+    samples = sample_surface(vertices, faces, face_part, int(samples_per_voxel * len(coords)))
+    points = np.concatenate([vertices[faces].mean(1), samples.points])
+    owner_part = np.concatenate([face_part, samples.part])
     centres = (coords.astype(np.float64) + 0.5) / resolution - 0.5
     _, nearest = cKDTree(points).query(centres, k=1)
-    return face_part[owner[nearest]]
+    return owner_part[nearest]
 
 
 def merge_small_parts(
