@@ -47,6 +47,8 @@ class GeometricConfig:
     min_faces_fraction: float = 0.002
     max_parts: int = 64
     feature_sigma: float = 0.3  # with face_features: affinity *= exp(-(1 - cos(f_i, f_j)) / feature_sigma)
+    boundary_sigma: float = 0.05  # with boundary: affinity *= exp(-p_boundary / boundary_sigma)
+    geometry_terms: bool = False  # with boundary: keep the crease and SDF terms beside it
 
 
 @dataclasses.dataclass
@@ -161,17 +163,27 @@ class _quiet:
 
 
 def affinities(
-    graph: DualGraph, sdf: np.ndarray | None, cfg: GeometricConfig, features: np.ndarray | None = None
+    graph: DualGraph,
+    sdf: np.ndarray | None,
+    cfg: GeometricConfig,
+    features: np.ndarray | None = None,
+    boundary: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(E,) edge affinity: boundary length x crease term x thickness-jump term [x feature term].
+    """(E,) edge affinity: boundary length x crease term x thickness-jump term [x feature term]
+    [x learned boundary term].
 
     features: optional (F, D) per-face descriptors (a learned part embedding): faces whose
     descriptors point apart (cosine) get a small affinity, so cuts also follow what a model learned.
+    boundary: optional (E,) probability that people cut each edge (a learned boundary model);
+    with cfg.geometry_terms=False it replaces the crease and thickness terms.
     """
-    eta = np.where(graph.concave, 1.0, cfg.convex_eta)
-    angular = eta * graph.one_minus_cos
-    term = np.exp(-angular / cfg.angle_sigma)
-    if sdf is not None and cfg.sdf_sigma > 0:
+    term = np.ones(len(graph.pairs))
+    if boundary is None or cfg.geometry_terms:
+        eta = np.where(graph.concave, 1.0, cfg.convex_eta)
+        term *= np.exp(-eta * graph.one_minus_cos / cfg.angle_sigma)
+    if boundary is not None:
+        term *= np.exp(-np.asarray(boundary, np.float64) / cfg.boundary_sigma)
+    if sdf is not None and cfg.sdf_sigma > 0 and (boundary is None or cfg.geometry_terms):
         jump = np.abs(np.log(sdf[graph.pairs[:, 0]]) - np.log(sdf[graph.pairs[:, 1]]))
         term *= np.exp(-jump / cfg.sdf_sigma)
     if features is not None:
@@ -260,11 +272,16 @@ def segment_mesh(
     num_parts: int | None = None,
     cfg: GeometricConfig | None = None,
     face_features: np.ndarray | None = None,
+    boundary: np.ndarray | None = None,
+    graph: DualGraph | None = None,
+    sdf: np.ndarray | None = None,
 ) -> np.ndarray:
     """(F,) int64 part label per face, labels 0..K-1 (K = num_parts when given and reachable).
 
     face_features: optional (F, D) learned descriptors that join the affinities (see affinities);
-    the learned segmenter's mesh mode passes its part embedding here.
+    the learned segmenter's mesh mode passes its part embedding here. boundary: optional (E,)
+    learned cut probabilities of graph's edges (see affinities). graph, sdf: the mesh's face graph
+    and shape diameters when the caller has them already.
     """
     cfg = cfg or GeometricConfig()
     vertices = np.asarray(vertices, np.float64)
@@ -275,9 +292,13 @@ def segment_mesh(
         face_features = np.asarray(face_features, np.float64)
         if face_features.ndim != 2 or len(face_features) != len(faces) or not np.isfinite(face_features).all():
             raise ValueError(f"face_features must be finite ({len(faces)}, D), got {face_features.shape}")
-    graph = dual_graph(vertices, faces)
-    sdf = shape_diameter(vertices, faces, cfg.sdf_rays) if cfg.sdf_sigma > 0 else None
-    w = affinities(graph, sdf, cfg, face_features)
+    graph = graph if graph is not None else dual_graph(vertices, faces)
+    if boundary is not None and np.shape(boundary) != (len(graph.pairs),):
+        raise ValueError(f"boundary must hold one probability per face-graph edge ({len(graph.pairs)},)")
+    needs_sdf = cfg.sdf_sigma > 0 and (boundary is None or cfg.geometry_terms)
+    if sdf is None and needs_sdf:
+        sdf = shape_diameter(vertices, faces, cfg.sdf_rays)
+    w = affinities(graph, sdf, cfg, face_features, boundary)
     nf = len(faces)
     adj = sp.coo_matrix((np.concatenate([w, w]), (graph.pairs.ravel("F"), graph.pairs[:, ::-1].ravel("F"))), (nf, nf))
     adj = adj.tocsr()

@@ -116,6 +116,21 @@ class PSBDataset(Sequence[PSBMesh]):
     def __len__(self) -> int:
         return len(self.index)
 
+    def folds(self, k: int) -> np.ndarray:
+        """(len,) cross-validation fold of every mesh: its index within its category cut into k
+        contiguous blocks (12 meshes, k=4: 0-2, 3-5, 6-8, 9-11), so every category is in every fold."""
+        if k < 2:
+            raise ValueError(f"cross-validation needs at least 2 folds, got {k}")
+        sizes = {c: sum(1 for _, cat in self.index if cat == c) for c in self.categories}
+        if min(sizes.values()) < k:
+            raise ValueError(f"{k} folds need at least {k} meshes per category; smallest has {min(sizes.values())}")
+        seen: dict[str, int] = {}
+        fold = np.empty(len(self.index), np.int64)
+        for i, (_, cat) in enumerate(self.index):
+            fold[i] = seen.get(cat, 0) * k // sizes[cat]
+            seen[cat] = seen.get(cat, 0) + 1
+        return fold
+
     def __getitem__(self, i: int) -> PSBMesh:
         mesh_id, category = self.index[i]
         vertices, faces = read_off(self.root / "off" / f"{mesh_id}.off")

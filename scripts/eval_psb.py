@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from partgen.data_pipeline.geometric import GeometricConfig, segment_mesh
 from partgen.data_pipeline.psb import PSBDataset
 from partgen.eval.rand_index import rand_index_error
+from partgen.native import cache_root
 
 # Rand-index error over the whole benchmark, as published (Chen, Golovinskiy, Funkhouser 2009, Fig. 6)
 PUBLISHED = {
@@ -60,13 +62,53 @@ def _segment(method: str, vertices, faces, num_parts, checkpoint=None, mesh_part
     raise ValueError(f"unknown method {method!r}")
 
 
+def _edges(args):
+    root, mesh_id = args
+    ds = PSBDataset(root)
+    from partgen.train.boundary import psb_edges
+
+    return psb_edges(ds, [row[0] for row in ds.index].index(mesh_id), cache_root() / "psb-boundary")
+
+
+def cross_validated_boundaries(
+    ds: PSBDataset, k: int, workers: int, epochs: int | None = None
+) -> tuple[dict, np.ndarray]:
+    """{mesh id: (E,) cut probabilities from the model trained on the other k-1 folds}, and the folds."""
+    import torch
+
+    from partgen.train.boundary import BoundaryTrainConfig, fit_boundary_net
+
+    folds = ds.folds(k)
+    ids = [row[0] for row in ds.index]
+    with ProcessPoolExecutor(workers) as pool:
+        edges = list(pool.map(_edges, [(ds.root, mesh_id) for mesh_id in ids]))
+    torch.set_num_threads(max(1, workers))
+    cfg = BoundaryTrainConfig() if epochs is None else BoundaryTrainConfig(epochs=epochs)
+    boundaries = {}
+    for fold in range(k):
+        t = time.perf_counter()
+        model = fit_boundary_net([e for e, f in zip(edges, folds, strict=True) if f != fold], cfg)
+        for mesh_id, e, f in zip(ids, edges, folds, strict=True):
+            if f == fold:
+                boundaries[mesh_id] = model.probability(e.features).numpy()
+        print(
+            f"fold {fold}: trained on {int((folds != fold).sum())} meshes in {time.perf_counter() - t:.0f} s",
+            file=sys.stderr,
+        )
+    return boundaries, folds
+
+
 def _evaluate(args):
-    root, mesh_id, method, parts, checkpoint, mesh_parts = args
+    root, mesh_id, method, parts, checkpoint, mesh_parts, boundary, affinity = args
     ds = PSBDataset(root)
     mesh = ds[[row[0] for row in ds.index].index(mesh_id)]
     k = human_part_count(mesh.segmentations) if parts == "human" else None
     t = time.perf_counter()
-    labels = _segment(method, mesh.vertices, mesh.faces, k, checkpoint, mesh_parts)
+    if boundary is not None:  # --cv: this fold's model's cut probabilities of the mesh's edges
+        cfg = GeometricConfig(geometry_terms=affinity == "combined")
+        labels = segment_mesh(mesh.vertices, mesh.faces, k, cfg, boundary=boundary)
+    else:
+        labels = _segment(method, mesh.vertices, mesh.faces, k, checkpoint, mesh_parts)
     seconds = time.perf_counter() - t
     return {
         "id": mesh.id,
@@ -90,6 +132,21 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--checkpoint", default=None, help="learned: a trained segmenter (run or model folder)")
     ap.add_argument(
+        "--cv",
+        type=int,
+        default=None,
+        metavar="K",
+        help="learned: train the boundary model on K-1 folds (blocks of mesh index within each category) "
+        "and score the held-out fold, for every fold",
+    )
+    ap.add_argument(
+        "--affinity",
+        choices=["learned", "combined"],
+        default="combined",
+        help="--cv: the cut's affinities from the learned boundaries alone, or with the crease and thickness terms",
+    )
+    ap.add_argument("--epochs", type=int, default=None, help="--cv: training epochs per fold")
+    ap.add_argument(
         "--mesh-parts",
         choices=["graph", "cluster"],
         default="graph",
@@ -103,10 +160,32 @@ def main(argv=None) -> int:
         print(f"eval_psb: {err}", file=sys.stderr)
         return 1
     # the dataset is re-opened per worker from its extracted folder (cheap), meshes one by one
-    jobs = [(ds.root, mesh_id, args.method, args.parts, args.checkpoint, args.mesh_parts) for mesh_id, _ in ds.index]
     start = time.perf_counter()
+    boundaries, folds = {}, None
+    if args.cv is not None:
+        if args.method != "learned":
+            print("eval_psb: --cv trains the learned boundary model: use it with --method learned", file=sys.stderr)
+            return 1
+        try:
+            boundaries, folds = cross_validated_boundaries(ds, args.cv, args.workers, args.epochs)
+        except ValueError as err:
+            print(f"eval_psb: {err}", file=sys.stderr)
+            return 1
+    jobs = [
+        (
+            ds.root,
+            mesh_id,
+            args.method,
+            args.parts,
+            args.checkpoint,
+            args.mesh_parts,
+            boundaries.get(mesh_id),
+            args.affinity,
+        )
+        for mesh_id, _ in ds.index
+    ]
     rows = []
-    if args.method == "learned":
+    if args.method == "learned" and args.cv is None:
         try:  # fail once, here, when the segmenter or its checkpoint is missing
             from partgen.data_pipeline.parts import DEFAULT_LEARNED, learned_segmenter
             from partgen.pipelines.segment import resolve_checkpoint
@@ -118,6 +197,8 @@ def main(argv=None) -> int:
             return 1
     with ProcessPoolExecutor(args.workers) as pool:
         for n, row in enumerate(pool.map(_evaluate, jobs), 1):
+            if folds is not None:
+                row["fold"] = int(folds[n - 1])
             rows.append(row)
             print(
                 f"[{n}/{len(jobs)}] {row['category']:<10} {row['id']:>4}: error {row['rand_index_error']:.3f} "
@@ -134,6 +215,8 @@ def main(argv=None) -> int:
         "data": str(args.data or "default psb-dev"),
         "checkpoint": args.checkpoint,
         "mesh_parts": args.mesh_parts if args.method == "learned" else None,
+        "cv": args.cv,
+        "affinity": args.affinity if args.cv is not None else None,
         "meshes": len(rows),
         "rand_index_error": overall,
         "categories": {c: float(np.mean(v)) for c, v in by_cat.items()},
@@ -142,10 +225,18 @@ def main(argv=None) -> int:
         "meshes_detail": rows,
     }
     print(f"\nRand-index error on {len(rows)} PSB meshes (lower is better)")
-    table = [(f"partgen {args.method} ({args.parts} part count)", overall)]
+    name = f"partgen {args.method}" + (f", {args.cv}-fold CV, {args.affinity} affinity" if args.cv else "")
+    table = [(f"{name} ({args.parts} part count)", overall)]
     table += [(f"{name} (published, all 380)", v) for name, v in PUBLISHED.items()]
     for name, v in sorted(table, key=lambda x: x[1]):
         print(f"  {name:<44} {v:.3f}")
+    if folds is not None:
+        for fold in range(args.cv):
+            errors = [r["rand_index_error"] for r in rows if r["fold"] == fold]
+            print(f"  fold {fold}: {np.mean(errors):.3f} on {len(errors)} held-out meshes")
+        result["folds"] = {
+            str(f): float(np.mean([r["rand_index_error"] for r in rows if r["fold"] == f])) for f in range(args.cv)
+        }
     print("\nper category:")
     for c, v in result["categories"].items():
         print(f"  {c:<10} {v:.3f}")

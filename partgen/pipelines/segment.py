@@ -38,19 +38,22 @@ from typing import Literal
 import numpy as np
 import torch
 
-from partgen.data_pipeline.geometric import GeometricConfig
+from partgen.data_pipeline.boundary import edge_features
+from partgen.data_pipeline.geometric import GeometricConfig, dual_graph, shape_diameter
 from partgen.data_pipeline.geometric import segment_mesh as segment_mesh_graph
 from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, load_mesh, normalise
 from partgen.data_pipeline.samples import sample_surface
 from partgen.data_pipeline.taxonomy import CLASSES
 from partgen.eval.clustering import cluster_embeddings
-from partgen.models.io import CONFIG, choose_device, find_model_folder, load_model, trained_weights
+from partgen.models.boundary_net import BoundaryNet
+from partgen.models.io import CONFIG, choose_device, find_model_folder, load_model, load_trained, trained_weights
 from partgen.models.point_transformer import PointSegmenter
 from partgen.pipelines.outputs import InputError, palette
 from partgen.structures import Points, cu_seqlens_from_lengths
 
 TRAIN_CONFIG = "train_config.yaml"  # the training run's composed config, kept beside bundled weights
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "segmenter"
+BUNDLED_BOUNDARY = BUNDLED / "boundary"  # the BoundaryNet trained on all of psb-dev
 DEFAULT_POINTS_PER_PASS = 4096
 CLOUD_FORMATS = (".xyz", ".txt", ".pts", ".npy")
 MIN_POINTS = 4
@@ -205,7 +208,12 @@ class Segmenter:
                      (for a model trained with mode=semantic, whose embedding is untrained)
     mesh_parts:      meshes, parts_from="embedding": "graph" (normalised cuts of the face graph with
                      the embedding in its affinities) or "cluster" (k-means of the samples)
-    graph:           the face-graph settings for mesh_parts="graph" (feature_sigma weighs the embedding)
+    graph:           the face-graph settings for mesh_parts="graph" (feature_sigma weighs the embedding,
+                     boundary_sigma the learned cut probabilities, geometry_terms keeps creases and
+                     thickness beside them)
+    boundary:        a BoundaryNet whose cut probabilities join the face graph's affinities (meshes,
+                     mesh_parts="graph"); None: the embedding and the geometric terms only
+    embedding_in_graph: with a boundary model, whether the Point Transformer's embedding joins too
     passes_per_batch: batch items per forward pass (bounds memory)
     seed:            sampling, subsets and clustering are deterministic for a seed
     source:          where the weights came from (for reports)
@@ -223,6 +231,8 @@ class Segmenter:
         passes_per_batch: int = 8,
         seed: int = 0,
         source: str = "",
+        boundary: BoundaryNet | None = None,
+        embedding_in_graph: bool = False,
     ):
         if not isinstance(model, PointSegmenter):
             raise ValueError(f"a segmenter needs a PointSegmenter, got {type(model).__name__}")
@@ -237,6 +247,10 @@ class Segmenter:
         self.parts_from, self.passes_per_batch, self.seed = parts_from, int(passes_per_batch), int(seed)
         self.mesh_parts, self.graph = mesh_parts, graph or GeometricConfig(max_parts=max_parts)
         self.source = source
+        if boundary is not None and not isinstance(boundary, BoundaryNet):
+            raise ValueError(f"boundary must be a BoundaryNet, got {type(boundary).__name__}")
+        self.boundary = None if boundary is None else boundary.eval().requires_grad_(False)
+        self.embedding_in_graph = bool(embedding_in_graph)
 
     @property
     def device(self) -> torch.device:
@@ -248,9 +262,13 @@ class Segmenter:
         path: str | Path | None = None,
         device: str | torch.device | None = None,
         points_per_pass: int | None = None,
+        boundary: str | Path | None = "bundled",
         **options,
     ) -> Segmenter:
         """Load a model folder, run folder or None (the bundled default); see resolve_checkpoint.
+
+        boundary: the BoundaryNet for meshes: "bundled" (BUNDLED_BOUNDARY, when it is there), a
+        model or run folder, or None (the embedding and geometric terms cut alone).
 
         EMA weights (ema.safetensors) are preferred when the folder has them. points_per_pass None
         reads the training run's task.num_points (trainer.json of its checkpoints, or its Hydra
@@ -264,7 +282,13 @@ class Segmenter:
         if points_per_pass is None:
             points_per_pass = _training_points(folder) or DEFAULT_POINTS_PER_PASS
         source = f"{folder}/{weights}"
-        return cls(model, points_per_pass=points_per_pass, source=source, **options)
+        if boundary == "bundled":
+            boundary = BUNDLED_BOUNDARY if (BUNDLED_BOUNDARY / CONFIG).is_file() else None
+        net = None
+        if boundary is not None:
+            net = load_trained(boundary, BoundaryNet, "train one with scripts/train_boundary.py").to(device)
+            source += f" + {resolve_boundary_source(boundary)}"
+        return cls(model, points_per_pass=points_per_pass, source=source, boundary=net, **options)
 
     # --- points -----------------------------------------------------------------------------------
 
@@ -377,7 +401,7 @@ class Segmenter:
             face_embedding = np.zeros((num_faces, embedding.shape[1]))
             np.add.at(face_embedding, sample_face, embedding)  # the direction of the sum is that of the mean
             face_embedding[missing] = embedding[nearest]
-            face_part = segment_mesh_graph(v, faces, num_parts, self.graph, face_features=face_embedding)
+            face_part = self._cut(v, faces, num_parts, face_embedding)
         else:
             point_part = self._parts(point_semantic, embedding, num_parts)
             face_part = _majority(sample_face, point_part, num_faces)
@@ -390,12 +414,38 @@ class Segmenter:
         names, part_class = _part_names(face_part[sample_face], point_semantic, num_parts, fallback=by_faces)
         return Segmentation(face_part, face_semantic, names, part_class)
 
+    def _cut(self, v: np.ndarray, faces: np.ndarray, num_parts: int | None, face_embedding: np.ndarray) -> np.ndarray:
+        """(F,) parts from normalised cuts of the face graph: the boundary model's cut probabilities
+        (and the embedding when embedding_in_graph) in its affinities, else the embedding's."""
+        if self.boundary is None:
+            return segment_mesh_graph(v, faces, num_parts, self.graph, face_features=face_embedding)
+        graph = dual_graph(v, faces)
+        sdf = shape_diameter(v, faces, self.graph.sdf_rays)
+        _, features = edge_features(v, faces, graph, sdf)
+        cut = self.boundary.probability(features).numpy()
+        return segment_mesh_graph(
+            v,
+            faces,
+            num_parts,
+            self.graph,
+            face_features=face_embedding if self.embedding_in_graph else None,
+            boundary=cut,
+            graph=graph,
+            sdf=sdf,
+        )
+
     def segment_mesh(
         self, vertices: np.ndarray, faces: np.ndarray, num_parts: int | None = None
     ) -> tuple[np.ndarray, list[str]]:
         """(V, 3) vertices, (F, 3) faces -> (F,) int64 part labels 0..P-1 and the P part names."""
         seg = self.label_mesh(vertices, faces, num_parts)
         return seg.part, seg.names
+
+
+def resolve_boundary_source(path: str | Path) -> str:
+    """The weights file a boundary argument names (for reports)."""
+    folder = find_model_folder(path)
+    return f"{folder}/{trained_weights(folder)}"
 
 
 def _check_cloud(points: np.ndarray, normals: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
