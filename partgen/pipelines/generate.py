@@ -361,12 +361,17 @@ class PartGenerator:
         return coords, vertices, faces, times, int(layout.latents.shape[0])
 
     @torch.no_grad()
-    def __call__(self, image: str | Path, seed: int = 0, progress: bool = False, layout=None) -> Generation:
+    def __call__(
+        self, image: str | Path, seed: int = 0, progress: bool = False, layout=None, on_stage=None
+    ) -> Generation:
         """image -> Generation; layout: a mesh file or (vertices, faces) that stands in for stage 1 (its
         surface voxels and surface are used as the layout: stage 2 then details a coarse shape the user
-        gives)."""
+        gives); on_stage: None, or a callable given "stage 1", "parts", "stage 2" and "decode" as each
+        begins (partgen-app's progress bar; an exception it raises stops the generation there)."""
+        stage = on_stage or (lambda name: None)
         device = next(self.part_dit.parameters()).device
         image_layout, image_dit = (im.to(device) for im in self.load_image(image))
+        stage("stage 1")
         if layout is None:
             coords, vertices, faces, times, latents_count = self._layout_from_image(image_layout, seed, progress)
         else:
@@ -382,6 +387,7 @@ class PartGenerator:
                 f"{self.max_tokens} (stage 2 would run for many minutes): try another seed, or raise max_tokens"
             )
 
+        stage("parts")
         t0 = time.perf_counter()
         coarse = simplify(vertices, faces, self.segment_faces)
         face_part, names = self._parts(*coarse)
@@ -390,6 +396,7 @@ class PartGenerator:
         names = unique_names([names[k] for k in kept])
         times["parts_s"] = time.perf_counter() - t0
 
+        stage("stage 2")
         t0 = time.perf_counter()
         n = len(coords)
         group = split_large_parts(coords, part, self.max_group)
@@ -419,6 +426,7 @@ class PartGenerator:
         voxels = voxels.replace(feats=latents, part=torch.from_numpy(part.astype(np.int64)).to(device))
         times["stage2_s"] = time.perf_counter() - t0
 
+        stage("decode")
         t0 = time.perf_counter()
         s = self.slat_vae.subdiv
         blocks = self.slat_vae.decode(voxels).reshape(n, s + 1, s + 1, s + 1).cpu().numpy()
