@@ -198,3 +198,9 @@ def test_sessions_have_their_own_folders_and_lose_them_when_they_end(tmp_path):
 def test_examples_exist_for_the_pages_samples():
     assert EXAMPLE_IMAGE.is_file() and EXAMPLE_MESH.is_file()
     assert Path(REPO_ROOT / "conf" / "app.yaml").is_file()
+
+
+def test_the_app_modules_import_quietly():
+    modules = "partgen.app, partgen.app.engine, partgen.app.scene, partgen.app.main, partgen.app.ui"
+    res = subprocess.run([sys.executable, "-c", f"import {modules}"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout == "" and res.stderr == "", res.stderr
