@@ -9,10 +9,11 @@ others wait in the queue, whose position gradio shows on the waiting outputs; Ca
 job and stops a running one at its next stage or sampling step. View updates (explode, toggles) do
 not wait behind jobs.
 
-Files: each browser session gets a folder under the app's temp root (one sub-folder per job; the
-upload is copied into it and everything the job writes stays there), removed when the session ends
-(the tab is closed or reloaded: gradio's unload event); gradio's own upload cache is inside the root
-too, and the root is removed when the server stops.
+Files: the app's temp root is gradio's cache (uploads, the samples) and holds a folder per browser
+session (a sub-folder per job: the upload is copied into it, everything the job writes stays there
+and gradio serves it from there). When the session ends (the tab is closed or reloaded: gradio's
+unload event) its folder goes, and so do the uploads its jobs read (unless another live session's
+job read them too, or they are samples); the root goes when the server stops.
 
 Offline: gradio serves the page's scripts and its theme's fonts itself (the Default theme's fonts
 are LocalFont), analytics are off (GRADIO_ANALYTICS_ENABLED=False, analytics_enabled=False) and
@@ -22,6 +23,7 @@ share is false by default, so the page requests nothing but this server.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -80,13 +82,21 @@ class AppSettings:
 
 
 class Sessions:
-    """One folder per browser session under root/sessions (a sub-folder per job), and the session's
-    cancel Event; end() removes both."""
+    """One folder per browser session under cache/sessions (a sub-folder per job), the session's
+    cancel Event, and the uploads its jobs read; end() removes them all (an upload only once no live
+    session's job read it, and never a sample's file: protected() names those).
 
-    def __init__(self, root: Path):
-        self.root = root / "sessions"
+    cache is gradio's cache folder (GRADIO_TEMP_DIR): gradio serves the files there as they are, so
+    a job's outputs are served from its own folder and leave with it (files elsewhere would be
+    copied into the cache, where they would outlive the session)."""
+
+    def __init__(self, cache: Path):
+        self.cache = cache
+        self.root = cache / "sessions"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.protected = set  # () -> paths never removed: set after the page is built
         self._cancel: dict[str, threading.Event] = {}
+        self._uploads: dict[str, set[str]] = {}  # an upload's path -> the sessions whose jobs read it
         self._count = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -106,14 +116,34 @@ class Sessions:
         folder.mkdir(parents=True)
         return folder
 
+    def note_upload(self, request, path: str | None) -> None:
+        """A job of this session read the upload at path (a file in gradio's cache)."""
+        if path:
+            with self._lock:
+                self._uploads.setdefault(str(path), set()).add(self.key(request))
+
     def end(self, request) -> None:
-        """The session ended: stop its job and remove its folder."""
+        """The session ended: stop its job, remove its folder and the uploads only it read."""
         key = self.key(request)
         with self._lock:
             event = self._cancel.pop(key, None)
+            orphans = []
+            for path, readers in list(self._uploads.items()):
+                readers.discard(key)
+                if not readers:
+                    del self._uploads[path]
+                    orphans.append(Path(path))
         if event is not None:
             event.set()
         shutil.rmtree(self.root / key, ignore_errors=True)
+        keep, cache, sessions = self.protected(), self.cache.resolve(), self.root.resolve()
+        for path in orphans:
+            where = path.resolve()
+            if str(path) in keep or not where.is_relative_to(cache) or where.is_relative_to(sessions):
+                continue  # a sample's file, or not an upload in gradio's cache
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # gradio's per-upload folder, once empty
 
 
 def _upload(payload) -> tuple[str | None, str]:
@@ -155,12 +185,13 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
             return (f"**Error:** {message}", None, empty, 0.0, None, None)
         names = [p.name for p in result.parts]
         parts = gr.CheckboxGroup(choices=[(p.label(), p.name) for p in result.parts], value=names)
-        state = {"glb": str(result.parts_glb), "folder": str(result.folder), "names": names, "views": 0}
+        state = {"glb": str(result.parts_glb), "folder": str(result.folder), "names": names}
         files = [str(p) for p in result.downloads if p.is_file()]
         return (result.summary, str(result.parts_glb), parts, 0.0, files, state)
 
-    def run_job(kind: str, request, call) -> tuple[Result | None, str]:
+    def run_job(kind: str, request, upload: str | None, call) -> tuple[Result | None, str]:
         folder = sessions.new_job(request, kind)
+        sessions.note_upload(request, upload)
         try:
             return call(folder, sessions.cancel_event(request)), ""
         except JobError as err:
@@ -175,6 +206,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         result, message = run_job(
             "generate",
             request,
+            path,
             lambda folder, cancel: engine.generate(
                 path,
                 folder,
@@ -195,6 +227,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         result, message = run_job(
             "segment",
             request,
+            path,
             lambda folder, cancel: engine.segment(
                 path,
                 folder,
@@ -212,6 +245,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         result, message = run_job(
             "inspect",
             request,
+            path,
             lambda folder, cancel: engine.inspect(
                 path,
                 folder,
@@ -224,14 +258,13 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         )
         return (*outputs_for(result, message), result.details if result else None)
 
+    view_numbers = itertools.count(1)
+
     def update_view(state, explode, keep):
-        """A new GLB (a new file, so the browser reloads it): the parts ticked in keep, exploded."""
-        if not state:
-            return None
-        state["views"] += 1
-        out = Path(state["folder"]) / f"view-{state['views']:04d}.glb"
-        if not Path(state["folder"]).is_dir():
-            return None  # the session ended
+        """A new GLB (a new file name, so the browser loads it afresh): the parts ticked in keep, exploded."""
+        if not state or not Path(state["folder"]).is_dir():
+            return None  # no result yet, or the session ended
+        out = Path(state["folder"]) / f"view-{next(view_numbers):05d}.glb"
         path = write_view(state["glb"], out, float(explode or 0.0), [k for k in (keep or []) if k in state["names"]])
         return str(path) if path else None
 
@@ -345,6 +378,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         for name, panel, button in (("gen", gen, gen_cancel), ("seg", seg, seg_cancel), ("ins", ins, ins_cancel)):
             button.click(cancel, None, [panel["status"]], cancels=[runs[name]], queue=False)
         app.unload(end_session)
+    sessions.protected = lambda: set().union(*(getattr(b, "keep_in_cache", set()) for b in app.blocks.values()))
     return app
 
 
@@ -357,7 +391,7 @@ def launch(settings: AppSettings, generate_cfg, segment_cfg, block: bool = True)
         Path(settings.temp_dir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="partgen-app-", dir=settings.temp_dir))
     atexit.register(shutil.rmtree, root, True)
-    os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")  # gradio's upload cache: inside the root too
+    os.environ["GRADIO_TEMP_DIR"] = str(root)  # gradio's cache (uploads, samples) is the root; sessions inside
 
     import torch
 

@@ -398,7 +398,9 @@ def test_bad_input_says_why_in_one_line_leaves_nothing_and_the_next_request_work
     body = page.driver.find_element(page.by.TAG_NAME, "body")
     _wait(lambda: "exceed the maximum allowed size" in body.text and "big.obj" in body.text, 30, "the size error")
     assert _jobs(server) == jobs  # failed jobs leave no folder behind
-    assert sorted(p.name for p in server.root().iterdir()) == ["gradio", "sessions"]
+    # outside the session folders: gradio's cache of uploads and samples (a folder per file) only
+    outside = [p for p in server.root().rglob("*") if p.is_file() and "sessions" not in p.parts]
+    assert all(p.parent.parent == server.root() and p.suffix in (".png", ".obj", ".glb") for p in outside), outside
     assert sorted(p.name for p in server.work.iterdir()) == ["runs", "server.log", "tmp"]
 
     # the next request works: a sample clicked in the Generate tab
@@ -433,12 +435,15 @@ def test_jobs_queue_one_at_a_time_and_a_running_job_can_be_cancelled(page):
     assert time.monotonic() - start < 60  # the cancelled generation did not run to its end first
 
 
-def test_closing_the_tab_removes_the_sessions_folder(page, server):
+def test_closing_the_tab_removes_the_sessions_files(page, server, bad_files):
     sessions = server.root() / "sessions"
     assert any(sessions.iterdir())
+    assert any(server.root().rglob("notes.png"))  # an upload this session's job read
     page.collect_requests()
     page.driver.get("about:blank")  # the session ends: gradio's unload event
     _wait(lambda: not any(sessions.iterdir()), 60, "the session's folder to be removed")
+    left = sorted(p.name for p in server.root().rglob("*") if p.is_file())
+    assert set(left) <= {"chair.png", "scopia_chair3.png", "table.png", "table.obj"}, left  # the samples
 
 
 def test_the_page_requests_nothing_beyond_this_server(page, server):

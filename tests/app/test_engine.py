@@ -189,10 +189,22 @@ def test_sessions_have_their_own_folders_and_lose_them_when_they_end(tmp_path):
     job = sessions.new_job(a, "generate")
     other = sessions.new_job(b, "segment")
     assert job.parent == tmp_path / "sessions" / "abc123" and other.parent.parent == tmp_path / "sessions"
+    uploads = {}
+    for name in ("mine.obj", "shared.obj", "sample.png"):
+        (tmp_path / name[:4]).mkdir()
+        uploads[name] = tmp_path / name[:4] / name
+        uploads[name].write_text("x")
+        sessions.note_upload(a, str(uploads[name]))
+    sessions.note_upload(b, str(uploads["shared.obj"]))
+    sessions.protected = lambda: {str(uploads["sample.png"])}
     event = sessions.cancel_event(a)
     sessions.end(a)
     assert event.is_set() and not job.parent.exists() and other.exists()
+    assert not uploads["mine.obj"].parent.exists()  # only this session's job read it
+    assert uploads["shared.obj"].exists() and uploads["sample.png"].exists()
     assert not sessions.cancel_event(a).is_set()  # a later session with the same id starts afresh
+    sessions.end(b)
+    assert not uploads["shared.obj"].exists() and uploads["sample.png"].exists()
 
 
 def test_examples_exist_for_the_pages_samples():
