@@ -5,8 +5,9 @@ part), the parts list with a toggle per part, an explode slider (parts move away
 along part centroid - whole centroid; each change serves a new GLB) and the downloads.
 
 Jobs (the three tabs' buttons) share one concurrency slot: one job runs on the CPU at a time, the
-others wait in the queue, whose position gradio shows on the waiting outputs; Cancel drops a waiting
-job and stops a running one at its next stage or sampling step. View updates (explode, toggles) do
+others wait in the queue, whose position gradio shows on the waiting outputs; a tab's Cancel drops
+its waiting job and stops its running one at the next stage or sampling step (each job has its own
+cancel Event, so a job started after a cancel runs). View updates (explode, toggles) do
 not wait behind jobs.
 
 Files: the app's temp root is gradio's cache (uploads, the samples) and holds a folder per browser
@@ -25,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import filecmp
 import itertools
 import os
 import shutil
@@ -82,9 +84,9 @@ class AppSettings:
 
 
 class Sessions:
-    """One folder per browser session under cache/sessions (a sub-folder per job), the session's
-    cancel Event, and the uploads its jobs read; end() removes them all (an upload only once no live
-    session's job read it, and never a sample's file: protected() names those).
+    """One folder per browser session under cache/sessions (a sub-folder per job), a cancel Event per
+    job of the session, and the uploads its jobs read; end() stops and removes them all (an upload
+    only once no live session's job read it, and never a copy of one of the page's samples).
 
     cache is gradio's cache folder (GRADIO_TEMP_DIR): gradio serves the files there as they are, so
     a job's outputs are served from its own folder and leave with it (files elsewhere would be
@@ -94,8 +96,8 @@ class Sessions:
         self.cache = cache
         self.root = cache / "sessions"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.protected = set  # () -> paths never removed: set after the page is built
-        self._cancel: dict[str, threading.Event] = {}
+        self.samples: list[Path] = []  # the page's sample files: their copies in the cache are shared
+        self._jobs: dict[str, list[tuple[str, threading.Event]]] = {}  # session -> its jobs' (kind, cancel)
         self._uploads: dict[str, set[str]] = {}  # an upload's path -> the sessions whose jobs read it
         self._count = itertools.count(1)
         self._lock = threading.Lock()
@@ -105,16 +107,34 @@ class Sessions:
         session = getattr(request, "session_hash", None) or "anonymous"
         return "".join(c for c in session if c.isalnum() or c in "-_")[:64] or "anonymous"
 
-    def cancel_event(self, request) -> threading.Event:
-        with self._lock:
-            return self._cancel.setdefault(self.key(request), threading.Event())
-
-    def new_job(self, request, kind: str) -> Path:
-        """A new empty job folder of the session; its cancel Event is cleared (a new job starts)."""
-        self.cancel_event(request).clear()
+    def new_job(self, request, kind: str) -> tuple[Path, threading.Event]:
+        """A new empty job folder of the session and the job's own cancel Event (job_done forgets it)."""
         folder = self.root / self.key(request) / f"{kind}-{next(self._count):04d}"
         folder.mkdir(parents=True)
-        return folder
+        cancel = threading.Event()
+        with self._lock:
+            self._jobs.setdefault(self.key(request), []).append((kind, cancel))
+        return folder, cancel
+
+    def job_done(self, request, cancel: threading.Event) -> None:
+        with self._lock:
+            jobs = self._jobs.get(self.key(request), [])
+            jobs[:] = [(k, e) for k, e in jobs if e is not cancel]
+
+    def cancel(self, request, kind: str | None = None) -> int:
+        """Stop the session's running jobs (of this kind; None: all); how many were told."""
+        with self._lock:
+            events = [e for k, e in self._jobs.get(self.key(request), []) if kind is None or k == kind]
+        for event in events:
+            event.set()
+        return len(events)
+
+    def is_sample(self, path: Path) -> bool:
+        """Whether the file at path is a copy of one of the page's samples (same name and bytes)."""
+        return any(
+            path.name == sample.name and path.is_file() and filecmp.cmp(path, sample, shallow=False)
+            for sample in self.samples
+        )
 
     def note_upload(self, request, path: str | None) -> None:
         """A job of this session read the upload at path (a file in gradio's cache)."""
@@ -125,22 +145,21 @@ class Sessions:
     def end(self, request) -> None:
         """The session ended: stop its job, remove its folder and the uploads only it read."""
         key = self.key(request)
+        self.cancel(request)
         with self._lock:
-            event = self._cancel.pop(key, None)
+            self._jobs.pop(key, None)
             orphans = []
             for path, readers in list(self._uploads.items()):
                 readers.discard(key)
                 if not readers:
                     del self._uploads[path]
                     orphans.append(Path(path))
-        if event is not None:
-            event.set()
         shutil.rmtree(self.root / key, ignore_errors=True)
-        keep, cache, sessions = self.protected(), self.cache.resolve(), self.root.resolve()
+        cache, sessions = self.cache.resolve(), self.root.resolve()
         for path in orphans:
             where = path.resolve()
-            if str(path) in keep or not where.is_relative_to(cache) or where.is_relative_to(sessions):
-                continue  # a sample's file, or not an upload in gradio's cache
+            if self.is_sample(path) or not where.is_relative_to(cache) or where.is_relative_to(sessions):
+                continue  # a sample's copy, or not an upload in gradio's cache
             path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 path.parent.rmdir()  # gradio's per-upload folder, once empty
@@ -190,14 +209,16 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         return (result.summary, str(result.parts_glb), parts, 0.0, files, state)
 
     def run_job(kind: str, request, upload: str | None, call) -> tuple[Result | None, str]:
-        folder = sessions.new_job(request, kind)
+        folder, cancel = sessions.new_job(request, kind)
         sessions.note_upload(request, upload)
         try:
-            return call(folder, sessions.cancel_event(request)), ""
+            return call(folder, cancel), ""
         except JobError as err:
             message = str(err)
         except JobCancelled:
             message = "cancelled"
+        finally:
+            sessions.job_done(request, cancel)
         shutil.rmtree(folder, ignore_errors=True)  # a failed job leaves nothing behind
         return None, message
 
@@ -268,9 +289,12 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         path = write_view(state["glb"], out, float(explode or 0.0), [k for k in (keep or []) if k in state["names"]])
         return str(path) if path else None
 
-    def cancel(request: gr.Request):
-        sessions.cancel_event(request).set()
-        return "Cancelled."
+    def cancel_job(kind: str):
+        def cancel(request: gr.Request):
+            sessions.cancel(request, kind)  # a running job stops at its next stage or step
+            return "Cancelled."  # (gradio drops a waiting one from the queue: `cancels`)
+
+        return cancel
 
     def end_session(request: gr.Request):
         sessions.end(request)
@@ -375,10 +399,14 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
             runs[name] = button.click(fn, inputs, outputs, preprocess=False, api_name=name, **job)
             for trigger in (panel["explode"].input, panel["parts"].input):  # the user's changes, not a job's
                 trigger(update_view, [panel["state"], panel["explode"], panel["parts"]], [panel["view"]], **view)
-        for name, panel, button in (("gen", gen, gen_cancel), ("seg", seg, seg_cancel), ("ins", ins, ins_cancel)):
-            button.click(cancel, None, [panel["status"]], cancels=[runs[name]], queue=False)
+        for name, kind, panel, button in (
+            ("gen", "generate", gen, gen_cancel),
+            ("seg", "segment", seg, seg_cancel),
+            ("ins", "inspect", ins, ins_cancel),
+        ):
+            button.click(cancel_job(kind), None, [panel["status"]], cancels=[runs[name]], queue=False)
         app.unload(end_session)
-    sessions.protected = lambda: set().union(*(getattr(b, "keep_in_cache", set()) for b in app.blocks.values()))
+    sessions.samples = settings.example_images() + settings.example_meshes()
     return app
 
 

@@ -186,25 +186,28 @@ def test_sessions_have_their_own_folders_and_lose_them_when_they_end(tmp_path):
 
     sessions = Sessions(tmp_path)
     a, b = Request("abc123"), Request("../evil")
-    job = sessions.new_job(a, "generate")
-    other = sessions.new_job(b, "segment")
+    job, cancel = sessions.new_job(a, "generate")
+    other, other_cancel = sessions.new_job(b, "segment")
     assert job.parent == tmp_path / "sessions" / "abc123" and other.parent.parent == tmp_path / "sessions"
+    assert sessions.cancel(a, "segment") == 0 and not cancel.is_set()  # a tab's Cancel stops its own kind
+    assert sessions.cancel(a, "generate") == 1 and cancel.is_set()
+    sessions.job_done(a, cancel)
+    later_job, later_cancel = sessions.new_job(a, "generate")
+    assert not later_cancel.is_set()  # a job started after a cancel runs
     uploads = {}
-    for name in ("mine.obj", "shared.obj", "sample.png"):
+    for name in ("mine.obj", "shared.obj", "table.obj"):
         (tmp_path / name[:4]).mkdir()
         uploads[name] = tmp_path / name[:4] / name
-        uploads[name].write_text("x")
+        uploads[name].write_bytes(EXAMPLE_MESH.read_bytes())
         sessions.note_upload(a, str(uploads[name]))
     sessions.note_upload(b, str(uploads["shared.obj"]))
-    sessions.protected = lambda: {str(uploads["sample.png"])}
-    event = sessions.cancel_event(a)
+    sessions.samples = [EXAMPLE_MESH]  # its copy (same name and bytes) is shared by every session
     sessions.end(a)
-    assert event.is_set() and not job.parent.exists() and other.exists()
+    assert later_cancel.is_set() and not job.parent.exists() and other.exists() and not other_cancel.is_set()
     assert not uploads["mine.obj"].parent.exists()  # only this session's job read it
-    assert uploads["shared.obj"].exists() and uploads["sample.png"].exists()
-    assert not sessions.cancel_event(a).is_set()  # a later session with the same id starts afresh
+    assert uploads["shared.obj"].exists() and uploads["table.obj"].exists()
     sessions.end(b)
-    assert not uploads["shared.obj"].exists() and uploads["sample.png"].exists()
+    assert other_cancel.is_set() and not uploads["shared.obj"].exists() and uploads["table.obj"].exists()
 
 
 def test_examples_exist_for_the_pages_samples():
