@@ -17,7 +17,9 @@ iterate their steps through tqdm.auto.tqdm, for which a job puts counting_tqdm w
 Setting the job's cancel Event stops it at its next stage or step (JobCancelled). Bad input raises
 JobError with one line that names the upload by its own file name.
 
-This is partgen.app's only import of the pipelines (DESIGN.md: the app is a thin view over them).
+This module is partgen.app's only import of partgen below it (DESIGN.md: the app is a thin view over
+the pipelines): partgen.pipelines, and the data pipeline's per-asset annotator and geometric cuts,
+which the pipelines use from there too. The models are built and run by the pipelines alone.
 """
 
 from __future__ import annotations
