@@ -16,7 +16,7 @@ TRITON ?= triton==3.7.1
 PYTEST_ARGS ?=
 APP_ARGS ?=
 
-.PHONY: demo app test test-slow bench lint format deb browser venv clean
+.PHONY: demo app test bench lint format deb browser venv clean
 
 demo: venv
 	$(BIN)/python scripts/demo.py
@@ -27,9 +27,6 @@ app: venv
 
 test: venv browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-test-slow: venv
-	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python scripts/bench_part_attention.py --tokens 16384 --parts 8 --dist balanced --backward --backends sdpa_loop,partgen_cpu --json bench-part-attention.json
@@ -70,7 +67,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml kernels/csrc/part_attention_cpu.cpp | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test,app]"
 	$(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/python -m pip install -q "$(TRITON)"
-	$(BIN)/python -m partgen.kernels || echo "partgen: CPU kernels not built; the reference will be used"
+	$(BIN)/python -m partgen.kernels || echo "partgen: CPU kernels not built; attention uses another backend (sdpa_loop)"
 	touch $@
 
 venv: deb $(STAMP)

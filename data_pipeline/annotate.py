@@ -12,9 +12,7 @@ Record of an asset: <output>/records/<key>/ with
                   sdf (Q,) float32 signed distance, negative inside (winding number), near (Q,) bool
     mesh.npz      vertices (V, 3) float32 normalised, faces (F, 3) int32, face_part (F,) int16
     sdf_blocks.npz  (block_subdiv > 0) values (N, s+1, s+1, s+1) float16: signed distance in voxel units
-                  at the corners of each voxel's s^3 sub-cells (voxels.npz order), stage 2's target;
-                  with block_band = b > 0 also band_coords (M, 3) int16, band_part (M,) int16 and
-                  band_values: the voxels within b of the active ones (samples.band_voxels)
+                  at the corners of each voxel's s^3 sub-cells (voxels.npz order), stage 2's target
     renders/      (num_views > 0) NNN.png RGBA, NNN_part.png part id + 1, depth.npz, cameras.json
     icon/         (catalogue assets) icon.png and camera.json: the camera that renders the icon
                   in the normalised space, its view and the silhouette IoU it reaches
@@ -67,7 +65,6 @@ class AnnotateConfig:
     num_sharp_samples: int = 20_000
     num_volume_samples: int = 32_768  # query points with signed distance (0: none)
     block_subdiv: int = 0  # > 0: signed distance on each voxel's block_subdiv^3 sub-grid (sdf_blocks.npz)
-    block_band: int = 0  # > 0 (with block_subdiv): the same on a band of voxels round the active ones
     num_views: int = 0  # orbit renders with cameras (renders/), 0: none
     view_size: int = 256
     icon_camera: str = "typical"  # catalogue icons: "typical" view, "fit" to each icon (training libraries), "none"
@@ -163,9 +160,7 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
         blocks = None
         if cfg.block_subdiv:
             t = time.perf_counter()
-            blocks = stage2_blocks(
-                vertices, mesh.faces, vox.coords, parts.part, cfg.resolution, cfg.block_subdiv, cfg.block_band
-            )
+            blocks = stage2_blocks(vertices, mesh.faces, vox.coords, cfg.resolution, cfg.block_subdiv)
             timings["block_sdf_s"] = time.perf_counter() - t
 
         meta = {
@@ -188,7 +183,6 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
                 "samples": len(samples.points),
                 "sharp_samples": int(samples.sharp.sum()),
                 "volume_samples": 0 if volume is None else len(volume.points),
-                **({"band_voxels": len(blocks["band_coords"])} if blocks and "band_coords" in blocks else {}),
             },
             "notes": mesh.notes,
             "timings": timings,
@@ -235,7 +229,7 @@ def process_asset(asset: Asset, cfg: AnnotateConfig, output: Path) -> dict:
             parts=len(parts.names),
             flags=parts.flags,
         )
-    except (MeshError, ValueError, NotImplementedError) as err:
+    except (MeshError, ValueError) as err:
         row["reason"] = str(err)
     except MemoryError:
         row["reason"] = f"{asset.path}: out of memory"
@@ -299,17 +293,17 @@ def read_manifest(path: Path) -> list[dict]:
     return rows
 
 
-def add_blocks(record: str | Path, subdiv: int = 4, band: int = 0, overwrite: bool = False) -> bool:
-    """Give an existing record the sdf_blocks.npz partgen-annotate writes with block_subdiv=subdiv
-    and block_band=band, from its mesh.npz and voxels.npz (records annotated without blocks, or
-    without a band). Returns False when the record already has them (unless overwrite). The file
-    and meta.json are each replaced atomically, so an interrupted run leaves the old ones whole."""
+def add_blocks(record: str | Path, subdiv: int = 4, overwrite: bool = False) -> bool:
+    """Give an existing record the sdf_blocks.npz partgen-annotate writes with block_subdiv=subdiv,
+    from its mesh.npz and voxels.npz (records annotated without blocks). Returns False when the
+    record already has them (unless overwrite). The file and meta.json are each replaced
+    atomically, so an interrupted run leaves the old ones whole."""
     record = Path(record)
     target = record / "sdf_blocks.npz"
     if target.exists() and not overwrite:
         try:
             with np.load(target) as z:
-                if int(z["subdiv"]) == subdiv and int(z["band"] if "band" in z else 0) == band:
+                if int(z["subdiv"]) == subdiv:
                     return False
         except Exception:  # unreadable: recompute it
             pass
@@ -318,17 +312,14 @@ def add_blocks(record: str | Path, subdiv: int = 4, band: int = 0, overwrite: bo
         with np.load(record / "mesh.npz") as z:
             vertices, faces = z["vertices"].astype(np.float64), z["faces"].astype(np.int64)
         with np.load(record / "voxels.npz") as z:
-            coords, part = z["coords"].astype(np.int64), z["part"].astype(np.int64)
+            coords = z["coords"].astype(np.int64)
     except Exception as err:
         raise ValueError(f"record {record}: unreadable meta, mesh or voxels ({err!r})") from None
-    blocks = stage2_blocks(vertices, faces, coords, part, int(meta["resolution"]), subdiv, band)
+    blocks = stage2_blocks(vertices, faces, coords, int(meta["resolution"]), subdiv)
     tmp = target.with_name(f".tmp-{target.name}")
     _save_npz(tmp, **blocks)
     os.replace(tmp, target)
-    counts = meta.setdefault("counts", {})
-    counts.pop("band_voxels", None)
-    if band:
-        counts["band_voxels"] = len(blocks["band_coords"])
+    meta.setdefault("counts", {}).pop("band_voxels", None)  # the band experiment's count (git history)
     tmp = record / ".tmp-meta.json"
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, record / "meta.json")

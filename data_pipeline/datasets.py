@@ -449,9 +449,6 @@ class BlockRecords(RecordDataset):
 
     root_or_manifests, split, val_fraction, seed, statuses: as PartRecords (the same split of keys)
     max_voxels: shapes with more active voxels are left out of training (memory); None keeps all
-    band:       also the band voxels round the surface ones (partgen-annotate block_band > 0, or
-                scripts/add_blocks.py --band), after them; max_voxels counts both, and records
-                without a band are left out (with a warning)
     Item: SparseVoxels of one shape (batch index 0): feats (N, (s+1)^3) float32 corner values in voxel
     units, coords, resolution, part (N,) int64; and its key. Records need sdf_blocks.npz
     (partgen-annotate block_subdiv > 0).
@@ -465,19 +462,11 @@ class BlockRecords(RecordDataset):
         seed: int = 0,
         max_voxels: int | None = None,
         statuses: Sequence[str] = ("ok",),
-        band: bool = False,
     ):
         super().__init__(root_or_manifests, split, val_fraction, seed, statuses)
-        self.band = bool(band)
-        if self.band or max_voxels is not None:
-            counts = {ref.key: _voxel_count(ref, self.band) for ref in self.records}  # one meta.json read each
-            missing = sum(count is None for count in counts.values())
-            if missing:
-                log.warning(
-                    "%d %s records have no band blocks (scripts/add_blocks.py --band): left out", missing, split
-                )
-            limit = float("inf") if max_voxels is None else max_voxels
-            self.records = [ref for ref in self.records if counts[ref.key] is not None and counts[ref.key] <= limit]
+        if max_voxels is not None:
+            counts = {ref.key: _voxel_count(ref) for ref in self.records}  # one meta.json read each
+            self.records = [ref for ref in self.records if counts[ref.key] <= max_voxels]
 
     def __getitem__(self, index: int) -> tuple[SparseVoxels, str]:
         ref = self.records[index]
@@ -487,31 +476,14 @@ class BlockRecords(RecordDataset):
                 coords, part = z["coords"].astype(np.int64), z["part"].astype(np.int64)
             with np.load(ref.path / "sdf_blocks.npz") as z:
                 values = z["values"].astype(np.float32)
-                if self.band:
-                    if "band_values" not in z:
-                        raise RecordError(
-                            f"record {ref.key}: sdf_blocks.npz has no band (scripts/add_blocks.py --band)"
-                        )
-                    band_values = z["band_values"].astype(np.float32)
-                    band_coords, band_part = z["band_coords"].astype(np.int64), z["band_part"].astype(np.int64)
         except FileNotFoundError as err:
             hint = " (annotate with block_subdiv=4)" if "sdf_blocks" in str(err) else ""
             raise RecordError(f"record {ref.key}: {Path(err.filename).name} is missing{hint}") from None
-        except RecordError:
-            raise
         except Exception as err:
             raise RecordError(f"record {ref.key}: unreadable voxels or blocks ({err!r})") from None
         n = len(coords)
         if n == 0 or values.shape[0] != n or values.ndim != 4 or not np.isfinite(values).all():
             raise RecordError(f"record {ref.key}: {n} voxels but blocks of shape {values.shape} (or NaN)")
-        if self.band:
-            if band_values.shape[1:] != values.shape[1:] or len(band_coords) != len(band_values):
-                raise RecordError(f"record {ref.key}: band blocks of shape {band_values.shape} do not fit")
-            if not np.isfinite(band_values).all():
-                raise RecordError(f"record {ref.key}: band blocks hold NaN")
-            values = np.concatenate([values, band_values])
-            coords, part = np.concatenate([coords, band_coords]), np.concatenate([part, band_part])
-            n = len(coords)
         voxels = SparseVoxels(
             feats=torch.from_numpy(values.reshape(n, -1)),
             cu_seqlens=cu_seqlens_from_lengths([n]),
@@ -522,16 +494,12 @@ class BlockRecords(RecordDataset):
         return voxels, ref.key
 
 
-def _voxel_count(ref: RecordRef, band: bool = False) -> int | None:
-    """Active voxels of a record from its meta.json (with band: plus its band voxels, None when it
-    has no band)."""
+def _voxel_count(ref: RecordRef) -> int:
+    """Active voxels of a record from its meta.json (0 when it cannot say)."""
     try:
-        counts = json.loads((ref.path / "meta.json").read_text())["counts"]
-        if band:
-            return int(counts["voxels"]) + int(counts["band_voxels"]) if "band_voxels" in counts else None
-        return int(counts["voxels"])
+        return int(json.loads((ref.path / "meta.json").read_text())["counts"]["voxels"])
     except (KeyError, ValueError, OSError):
-        return None if band else 0
+        return 0
 
 
 __all__ = [

@@ -52,27 +52,29 @@ def authored_face_parts(mesh: Mesh) -> tuple[np.ndarray, list[str], str]:
     return labels, [f"component_{i}" for i in range(count)], "components"
 
 
-# learned segmenters: name -> fn(vertices, faces, num_parts, checkpoint, **options) -> ((F,) labels, names)
+# The learned segmenter is a plain function named "module:function" by parts.segmenter
+# (conf/parts/learned.yaml; default DEFAULT_LEARNED, the Point Transformer pipeline's segment_faces):
+# learned_segmenter imports it on first use, so the data pipeline never imports the models itself,
+# and keeps it here. register_learned_segmenter puts a function under a name by hand (tests do).
+# fn(vertices, faces, num_parts, checkpoint, **options) -> ((F,) labels, names)
 _LEARNED: dict[str, Callable] = {}
 DEFAULT_LEARNED = "partgen.pipelines.segment:segment_faces"
 
 
 def register_learned_segmenter(name: str, fn: Callable) -> None:
-    """The hook parts.method=learned calls: the Point Transformer pipeline registers itself here."""
+    """Make `name` (a parts.segmenter value) call fn, without importing anything."""
     _LEARNED[name] = fn
 
 
 def learned_segmenter(segmenter: str = DEFAULT_LEARNED) -> Callable:
-    """The learned segmenter named "module:function", imported on first use (so the data pipeline
-    never imports the models itself); NotImplementedError when it is not there."""
+    """The learned segmenter parts.segmenter names ("module:function"), imported on first use;
+    ValueError naming it when it cannot be imported."""
     if segmenter not in _LEARNED:
         module, _, attr = segmenter.partition(":")
         try:
             fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise NotImplementedError(
-                f"segmenter {segmenter!r} is not available ({err}); the Point Transformer segmenter is issue #5"
-            ) from None
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(f"parts.segmenter={segmenter}: cannot import it ({err})") from None
         register_learned_segmenter(segmenter, fn)
     return _LEARNED[segmenter]
 

@@ -179,51 +179,12 @@ def block_sdf(
     return values.astype(np.float32)
 
 
-def band_voxels(coords: np.ndarray, part: np.ndarray, resolution: int, band: int) -> tuple[np.ndarray, np.ndarray]:
-    """The voxels within `band` voxels (a cube, Chebyshev distance) of the active ones, the active
-    ones left out: ((M, 3) int64 coords in x-major order, (M,) int64 part of the nearest active voxel).
-
-    Stage 2 trained on the surface voxels and such a band learns to leave voxels without surface
-    empty, so it can take a thicker, less exact set of coordinates from stage 1.
-    """
-    from scipy import ndimage
-    from scipy.spatial import cKDTree
-
-    coords = np.asarray(coords, np.int64).reshape(-1, 3)
-    if band < 0:
-        raise ValueError(f"band must be >= 0, got {band}")
-    if band == 0 or len(coords) == 0:
-        return np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
-    active = np.zeros((resolution,) * 3, bool)
-    active[tuple(coords.T)] = True
-    grown = ndimage.binary_dilation(active, np.ones((3, 3, 3), bool), iterations=int(band))
-    extra = np.argwhere(grown & ~active).astype(np.int64)
-    _, nearest = cKDTree(coords).query(extra)
-    return extra, np.asarray(part, np.int64)[nearest]
-
-
 def stage2_blocks(
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    coords: np.ndarray,
-    part: np.ndarray,
-    resolution: int,
-    subdiv: int,
-    band: int = 0,
+    vertices: np.ndarray, faces: np.ndarray, coords: np.ndarray, resolution: int, subdiv: int
 ) -> dict[str, np.ndarray]:
     """The arrays of a record's sdf_blocks.npz: `values` (block_sdf of the active voxels, float16)
-    and `subdiv`; with band > 0 also `band`, `band_coords` (M, 3) int16, `band_part` (M,) int16 and
-    `band_values` (M, s+1, s+1, s+1) float16, the same signed distances on band_voxels."""
-    out = {
+    and `subdiv`."""
+    return {
         "values": block_sdf(vertices, faces, coords, resolution, subdiv).astype(np.float16),
         "subdiv": np.int64(subdiv),
     }
-    if band > 0:
-        extra, extra_part = band_voxels(coords, part, resolution, band)
-        out.update(
-            band=np.int64(band),
-            band_coords=extra.astype(np.int16),
-            band_part=extra_part.astype(np.int16),
-            band_values=block_sdf(vertices, faces, extra, resolution, subdiv).astype(np.float16),
-        )
-    return out

@@ -24,6 +24,6 @@ def native_op(device_type: str) -> tuple[Callable | None, str]:
         return None, why_not
 
     def op(q, k, v, q_groups, kv_groups, scale):
-        return part_attention(q, k, v, q_groups, kv_groups, scale, impl="native", validate=False)
+        return part_attention(q, k, v, q_groups, kv_groups, scale, validate=False)
 
     return op, ""

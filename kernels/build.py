@@ -6,7 +6,7 @@ The CPU op compiles on first use (or here) with torch.utils.cpp_extension into
 $PARTGEN_CACHE/kernels (default ~/.cache/partgen/kernels), keyed by torch version and CPU
 flags (it is built with -march=native). The CUDA op builds only where a CUDA torch and nvcc are
 present. Set PARTGEN_NO_NATIVE=1 to never build or load them. Failures are logged at debug
-level and partgen falls back to the reference.
+level, and partgen.nn.attention picks another backend (sdpa_loop, the reference) with the reason.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def load_cpu_op() -> tuple[bool, str]:
     missing = [tool for tool in ("c++", "ninja") if shutil.which(tool) is None and not _ninja_module(tool)]
     if missing:
         reason = f"no {' and '.join(missing)} to build the CPU op"
-        log.debug("partgen.kernels: %s; using the reference", reason)
+        log.debug("partgen.kernels: %s; the attention dispatcher will pick another backend", reason)
         return False, reason
     try:
         _build(
@@ -69,7 +69,7 @@ def load_cpu_op() -> tuple[bool, str]:
         )
     except Exception as err:  # a broken toolchain must not break partgen: fall back, say why
         reason = f"building the CPU op failed: {type(err).__name__}: {str(err).strip().splitlines()[-1:]}"
-        log.debug("partgen.kernels: %s; using the reference", reason)
+        log.debug("partgen.kernels: %s; the attention dispatcher will pick another backend", reason)
         return False, reason
     return True, ""
 

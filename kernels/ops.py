@@ -6,21 +6,15 @@ Three layers, as flash-attention has them:
   torch.ops.partgen.part_attention_fwd / _bwd   registered ops (C++ kernels for CPU and CUDA,
                                                 fake twins so torch.compile can trace them)
   autograd registration                         backward = part_attention_bwd from saved lse
-  part_attention(...)                           validates, picks the native op or the reference
+  part_attention(...)                           validates, runs the native op (or says why it cannot)
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Literal
-
 import torch
 
 from partgen.kernels import build
-from partgen.kernels.reference import part_attention_reference
 from partgen.structures import PartGroups
-
-log = logging.getLogger(__name__)
 
 _lib = torch.library.Library("partgen", "DEF")
 _lib.define(
@@ -118,10 +112,9 @@ def part_attention(
     kv_groups: PartGroups | None = None,
     scale: float | None = None,
     *,
-    impl: Literal["auto", "native", "reference"] = "auto",
     validate: bool = True,
 ) -> torch.Tensor:
-    """Group attention with fused gather/scatter. Token order in, token order out.
+    """Group attention with fused gather/scatter by the compiled op. Token order in, token order out.
 
     q:         (N_q, H, D)  float32 or bfloat16 (float16 too on CUDA), any strides
     k, v:      (N_k, H, D), (N_k, H, D_v), same dtype
@@ -129,34 +122,32 @@ def part_attention(
     kv_groups: PartGroups over the keys with the same group count (None: groups, self-attention);
                its perm may select or repeat keys (per-part visible image tokens)
     scale:     softmax scale, default D ** -0.5
-    impl:      "native" (the compiled op; raises if unavailable), "reference", or "auto"
-               (native when loaded and the dtype is supported, else the reference, logged)
     returns    (N_q, H, D_v) in q's dtype; a query whose group has no key gets zeros.
+
+    Runs the native op for q's device or raises RuntimeError naming why it cannot (not built, a
+    dtype it does not take). Choosing another way when it cannot is partgen.nn.attention's job
+    (its backends, the reference among them); part_attention_reference is the exact twin.
     """
     kv_groups = groups if kv_groups is None else kv_groups
     if validate:
         validate_inputs(q, k, v, groups, kv_groups)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    if impl != "reference":
-        loaded, why_not = native_available(q.device.type)
-        if loaded and q.dtype not in NATIVE_DTYPES.get(q.device.type, ()):
-            loaded, why_not = False, f"dtype {q.dtype} is not supported by the compiled op on {q.device.type}"
-        if loaded:
-            q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-            out, _ = torch.ops.partgen.part_attention_fwd(
-                q,
-                k,
-                v,
-                groups.perm,
-                groups.cu_seqlens,
-                kv_groups.perm,
-                kv_groups.cu_seqlens,
-                groups.max_seqlen,
-                kv_groups.max_seqlen,
-                scale,
-            )
-            return out
-        if impl == "native":
-            raise RuntimeError(f"the compiled part-attention op cannot run: {why_not}")
-        log.debug("part_attention: compiled op unavailable (%s); using the reference", why_not)
-    return part_attention_reference(q, k, v, groups, kv_groups, scale)
+    loaded, why_not = native_available(q.device.type)
+    if loaded and q.dtype not in NATIVE_DTYPES.get(q.device.type, ()):
+        loaded, why_not = False, f"dtype {q.dtype} is not supported by the compiled op on {q.device.type}"
+    if not loaded:
+        raise RuntimeError(f"the compiled part-attention op cannot run: {why_not}")
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    out, _ = torch.ops.partgen.part_attention_fwd(
+        q,
+        k,
+        v,
+        groups.perm,
+        groups.cu_seqlens,
+        kv_groups.perm,
+        kv_groups.cu_seqlens,
+        groups.max_seqlen,
+        kv_groups.max_seqlen,
+        scale,
+    )
+    return out

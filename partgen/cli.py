@@ -1,7 +1,9 @@
 """The Hydra entry points: partgen-annotate, partgen-train, partgen-generate, partgen-segment.
 
-Configs live in conf/ (packaged as partgen.conf). An app whose job is not built yet says so in
-one line on stderr and exits with status 2; it never pretends to have worked.
+Configs live in conf/ (packaged as partgen.conf): each app's file is the one source of its defaults,
+and partgen-generate / partgen-segment build their pipeline from its `pipeline:` node
+(run_generate, run_segment: the bodies of the apps, callable with a composed config). Bad input
+or configuration: one line on stderr, exit status 1.
 """
 
 from __future__ import annotations
@@ -13,12 +15,6 @@ import hydra
 from omegaconf import DictConfig
 
 CONFIG_PATH = "pkg://partgen.conf"
-NOT_BUILT_EXIT = 2
-
-
-def _not_built(app: str, what: str, issue: str) -> NoReturn:
-    print(f"{app}: {what} is not built yet ({issue}); nothing was done", file=sys.stderr)
-    sys.exit(NOT_BUILT_EXIT)
 
 
 def _fail(app: str, message: str) -> NoReturn:
@@ -35,8 +31,8 @@ def _annotate(cfg: DictConfig) -> None:
 
         try:  # fail once here rather than once per asset
             learned_segmenter(str(cfg.parts.segmenter))
-        except NotImplementedError as err:
-            _not_built("partgen-annotate", "parts.method=learned", str(err))
+        except ValueError as err:
+            _fail("partgen-annotate", str(err))
     try:
         assets = list_assets(str(cfg.input))
     except (FileNotFoundError, OSError, ValueError) as err:
@@ -47,7 +43,6 @@ def _annotate(cfg: DictConfig) -> None:
         num_sharp_samples=int(cfg.num_sharp_samples),
         num_volume_samples=int(cfg.num_volume_samples),
         block_subdiv=int(cfg.block_subdiv),
-        block_band=int(cfg.get("block_band", 0)),
         num_views=int(cfg.num_views),
         view_size=int(cfg.view_size),
         icon_camera=str(cfg.icon_camera),
@@ -96,20 +91,126 @@ def _train(cfg: DictConfig) -> None:
         )
 
 
+def build_pipeline(node: DictConfig):
+    """Instantiate an app's `pipeline:` node (its _target_ a partgen from_folder / from_checkpoint),
+    raising what the target raised (Hydra wraps it) so the app can report it in one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, Exception):
+            raise err.__cause__ from None
+        raise
+
+
+def run_generate(cfg: DictConfig) -> int:
+    """partgen-generate: cfg.image -> cfg.output (conf/generate.yaml, whose `pipeline:` node builds the
+    PartGenerator); 0 on success, 1 on bad input.
+
+    Errors print one line on stderr and leave nothing at cfg.output: everything is written into a
+    temporary sibling folder that is renamed into place at the end.
+    """
+    import time
+    from pathlib import Path
+
+    from partgen.data_pipeline.mesh_io import MeshError
+    from partgen.pipelines.generate import GenerationError, make_report, resolve_models, write_outputs
+    from partgen.pipelines.outputs import InputError, check_output, publish_outputs
+
+    app = "partgen-generate"
+    try:
+        image, output, seed = Path(str(cfg.image)), Path(str(cfg.output)), int(cfg.seed)
+        check_output(output, bool(cfg.overwrite))
+        start = time.perf_counter()
+        generator = build_pipeline(cfg.pipeline)
+        load_s = time.perf_counter() - start
+        gen = generator(image, seed=seed, progress=bool(cfg.progress), layout=cfg.layout)
+        gen.times = {"load_models_s": load_s} | gen.times
+        settings = {
+            "seed": seed,
+            "steps": generator.steps,
+            "layout_steps": generator.layout.steps,
+            "cfg": generator.guidance,
+            "layout_cfg": generator.layout.guidance,
+            "coordinates": generator.layout.coordinates,
+            "reference_strength": generator.layout.strength if generator.layout.uses_references else None,
+            "parts": str(cfg.pipeline.parts),
+            "layout": str(cfg.layout) if cfg.layout else "stage 1",
+            "schedule": cfg.schedule or "model",
+            "precision": generator.precision,
+        }
+        models = str(resolve_models(cfg.checkpoint))
+        report = make_report(image, gen, settings, models, time.perf_counter() - start)
+        publish_outputs(output, bool(cfg.overwrite), lambda folder: write_outputs(folder, image, gen, report))
+    except (
+        InputError,
+        MeshError,
+        GenerationError,
+        FileNotFoundError,
+        ValueError,
+        OSError,
+    ) as err:  # ImageError: a ValueError
+        print(f"{app}: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    names = ", ".join(f"{p.name} ({p.voxels} voxels)" for p in gen.parts)
+    print(
+        f"{app}: {image.name} -> {len(gen.parts)} parts: {names}; {gen.tokens['voxels']} voxel tokens; "
+        f"{report['times_s']['total_s']:.1f} s; wrote parts.glb, mesh.obj, mesh.ply, preview.png and report.json to {output}"
+    )
+    return 0
+
+
+def run_segment(cfg: DictConfig) -> int:
+    """partgen-segment: segment cfg.input into cfg.output (conf/segment.yaml, whose `pipeline:` node
+    builds the Segmenter); 0 on success, 1 on bad input.
+
+    Errors print one line on stderr and leave nothing at cfg.output: everything is written into a
+    temporary sibling folder that is renamed into place at the end.
+    """
+    from pathlib import Path
+
+    from partgen.data_pipeline.mesh_io import MeshError
+    from partgen.pipelines.outputs import InputError, check_output, publish_outputs
+    from partgen.pipelines.segment import read_shape, summarise, write_outputs
+
+    try:
+        path, output = Path(str(cfg.input)), Path(str(cfg.output))
+        check_output(output, bool(cfg.overwrite))
+        num_parts = cfg.num_parts
+        if num_parts is not None and int(num_parts) < 1:
+            raise InputError(f"num_parts must be positive or null, got {num_parts}")
+        shape = read_shape(path, max_bytes=int(cfg.max_bytes))
+        segmenter = build_pipeline(cfg.pipeline)
+        n = None if num_parts is None else int(num_parts)
+        if shape.faces is not None:
+            seg = segmenter.label_mesh(shape.vertices, shape.faces, n)
+        else:
+            seg = segmenter.label_points(shape.vertices, shape.normals, n)
+        summary = summarise(path, shape, seg, segmenter.source, output)
+        publish_outputs(
+            output,
+            bool(cfg.overwrite),
+            lambda folder: write_outputs(folder, path, shape, seg, segmenter.source, summary),
+        )
+    except (InputError, MeshError, FileNotFoundError, ValueError, OSError) as err:
+        print(f"partgen-segment: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever it held
+        return 1
+    print(summary)
+    return 0
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="generate")
 def _generate(cfg: DictConfig) -> None:
-    from partgen.pipelines.generate import main
-
-    code = main(cfg)
+    code = run_generate(cfg)
     if code:
         sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="segment")
 def _segment(cfg: DictConfig) -> None:
-    from partgen.pipelines.segment import main
-
-    code = main(cfg)
+    code = run_segment(cfg)
     if code:
         sys.exit(code)
 

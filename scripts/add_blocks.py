@@ -1,9 +1,9 @@
-"""Give existing annotated records stage 2's sub-grid signed distances (sdf_blocks.npz), with an
-optional band of voxels round the surface ones, without annotating them again.
+"""Give existing annotated records stage 2's sub-grid signed distances (sdf_blocks.npz) without
+annotating them again.
 
-    .venv/bin/python scripts/add_blocks.py data/sh3d64 --subdiv 4 --band 1 --max-voxels 5000 --workers 2
+    .venv/bin/python scripts/add_blocks.py data/sh3d64 --subdiv 4 --max-voxels 5000 --workers 2
 
-The same file partgen-annotate writes with block_subdiv=S block_band=B (data_pipeline.annotate.
+The same file partgen-annotate writes with block_subdiv=S (data_pipeline.annotate.
 add_blocks): computed from each record's mesh.npz and voxels.npz, replaced atomically, so the run can
 be stopped and started again (records that already have the asked-for blocks are skipped).
 --max-voxels skips records with more surface voxels (stage 2's CPU configs never train on them).
@@ -21,11 +21,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 
-def _one(record: str, subdiv: int, band: int, overwrite: bool) -> tuple[str, str]:
+def _one(record: str, subdiv: int, overwrite: bool) -> tuple[str, str]:
     from partgen.data_pipeline.annotate import add_blocks
 
     try:
-        return record, "written" if add_blocks(record, subdiv, band, overwrite) else "skipped"
+        return record, "written" if add_blocks(record, subdiv, overwrite) else "skipped"
     except (ValueError, OSError) as err:
         return record, f"failed: {err}"
 
@@ -34,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("roots", nargs="+", help="partgen-annotate output folders (with records/)")
     ap.add_argument("--subdiv", type=int, default=4)
-    ap.add_argument("--band", type=int, default=0)
     ap.add_argument("--max-voxels", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--overwrite", action="store_true")
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per worker
     start, counts = time.perf_counter(), {}
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
-        futures = [pool.submit(_one, r, args.subdiv, args.band, args.overwrite) for r in records]
+        futures = [pool.submit(_one, r, args.subdiv, args.overwrite) for r in records]
         for i, future in enumerate(as_completed(futures), 1):
             record, status = future.result()
             kind = status.split(":")[0]

@@ -169,11 +169,16 @@ def main() -> None:
 
     generator = None
     if "partgen" in methods:
-        from partgen.pipelines.generate import build_generator, compose_config
+        from hydra import compose, initialize_config_module
+        from omegaconf import OmegaConf
 
-        cfg = compose_config([f"checkpoint={args.models}"] * bool(args.models) + args.overrides)
-        generator = build_generator(cfg)
-        print("partgen:", json.dumps(generator.settings()))
+        from partgen.cli import build_pipeline
+
+        overrides = [f"checkpoint={args.models}"] * bool(args.models) + args.overrides
+        with initialize_config_module(config_module="partgen.conf", version_base="1.3"):
+            cfg = compose(config_name="generate", overrides=["image=-", "output=-", *overrides])
+        generator = build_pipeline(cfg.pipeline)
+        print("partgen:", json.dumps(OmegaConf.to_container(cfg.pipeline, resolve=True)))
     index = None
     if "retrieval" in methods:
         train = select_records(args.records, "train", args.val_fraction)
@@ -218,6 +223,7 @@ def main() -> None:
                         "parts": len(gen.parts),
                         "pieces": part_pieces(coords, gen.voxels.part.numpy()),
                         "voxels": int(gen.tokens["voxels"]),
+                        "reference": gen.reference,
                         "seconds": time.perf_counter() - start,
                         "times": gen.times,
                     }

@@ -10,7 +10,11 @@ stage 2 can only refine voxels it is given), the coarse mesh against the record'
 F-score at 0.05), with the seconds of each stage; for an anchored VAE also the generated anchors
 (the L surface points stage 2's voxels gather round with --coordinates anchors) against the same
 mesh (anchor_chamfer, anchor_f_0.05: few points, so recall and these are low even when exact).
-Whether the layouts follow the icons: the correlation across shapes of the generated and the true
+With --references (a bank, scripts/build_references.py) and --strength < 1 the flow starts from the
+nearest training shape's latents and the layout is that shape's mesh carried by the generated
+anchors (partgen.pipelines.references): its surface is scored the same way, besides its normal
+consistency and F-score at 0.02 (surface_metrics: both normalised) and its part count against the
+record's (within +-1). Whether the layouts follow the icons: the correlation across shapes of the generated and the true
 voxels' extent along each axis (2-98% percentile span; about 0 when the image is ignored). Prints
 means; --json keeps every shape.
 """
@@ -26,10 +30,11 @@ import numpy as np
 import torch
 
 from partgen.data_pipeline.datasets import ShapeRecords
-from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh, voxel_iou, voxel_recall
+from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh, surface_metrics, voxel_iou, voxel_recall
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
+from partgen.pipelines.references import ReferenceBank
 
 
 def extent(coords: np.ndarray) -> list[float]:
@@ -57,6 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--anchor-band", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-points", type=int, default=20000)
+    ap.add_argument("--references", default=None, help="a reference bank (references.safetensors)")
+    ap.add_argument("--strength", type=float, default=0.3, help="where the flow starts from the reference (1: noise)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     try:
@@ -71,6 +78,8 @@ def main(argv=None) -> int:
             dilation=args.dilation,
             coordinates=args.coordinates,
             anchor_band=args.anchor_band,
+            references=ReferenceBank.load(args.references) if args.references else None,
+            strength=args.strength,
         )
         ds = ShapeRecords(args.records, split=args.split, val_fraction=args.val_fraction)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
@@ -97,9 +106,14 @@ def main(argv=None) -> int:
             "extent": extent(layout.voxels.numpy()),
             "true_extent": extent(truth_voxels),
         }
-        vertices, faces = extract_mesh(layout.grid)
+        vertices, faces = (layout.mesh.vertices, layout.mesh.faces) if layout.mesh else extract_mesh(layout.grid)
         with np.load(Path(ref.path) / "mesh.npz") as z:
             truth_points = sample_mesh(z["vertices"], z["faces"], args.compare_points, seed=1)
+            truth = (z["vertices"], z["faces"])
+        if layout.mesh is not None:
+            m = surface_metrics((vertices, faces), truth, args.compare_points)
+            row |= {"reference": layout.reference, "normal_consistency": m["normal_consistency"], "f_0.02": m["f_0.02"]}
+            row |= {"parts": len(np.unique(layout.mesh.face_part)), "true_parts": len(ref.part_names)}
         if len(faces):
             pred = sample_mesh(vertices, faces, args.compare_points, seed=2)
             row |= {"chamfer": chamfer_distance(pred, truth_points), "f_score_0.05": f_score(pred, truth_points, 0.05)}
@@ -121,9 +135,12 @@ def main(argv=None) -> int:
     if not rows:
         print("eval_layout: no shape with an icon", file=sys.stderr)
         return 1
-    keys = ["voxel_iou", "voxel_recall", "chamfer", "f_score_0.05", "flow_s", "decode_s", "voxels_s"]
-    keys += [k for k in ("anchor_chamfer", "anchor_f_0.05") if k in rows[0]]
+    keys = ["voxel_iou", "voxel_recall", "chamfer", "f_score_0.05", "retrieve_s", "flow_s", "decode_s", "voxels_s"]
+    keys = [k for k in keys if k in rows[0]]
+    keys += [k for k in ("anchor_chamfer", "anchor_f_0.05", "normal_consistency", "f_0.02") if k in rows[0]]
     means = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    if "parts" in rows[0]:
+        means["parts_within_1"] = float(np.mean([abs(r["parts"] - r["true_parts"]) <= 1 for r in rows]))
     means["empty_layouts"] = sum(1 for r in rows if r["voxels"] == 0)
     spans = np.array([r["extent"] for r in rows if r["voxels"]])
     true_spans = np.array([r["true_extent"] for r in rows if r["voxels"]])

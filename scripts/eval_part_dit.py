@@ -4,7 +4,7 @@ its part schedule and with every layer global, on held-out icons, decoded and co
     .venv/bin/python scripts/eval_part_dit.py --dit runs/part_dit --vae runs/slat_vae --records data/sh3d64b --json q.json
 
 Per val record (the seeded split of asset keys training used; Scopia is refused), stage 2 alone:
-the record's own voxels and authored parts, its icon and icon camera -> PartDiT.generate (--steps,
+the record's own voxels and authored parts, its icon and icon camera -> pipelines.generate.sample_part_latents (--steps,
 --cfg, seed per shape) with schedule "part" (the model's) and "global" -> SLat VAE decode ->
 marching cubes over the blocks at 4x the voxel resolution -> Chamfer distance (L1, halved;
 normalised cube of side 1) and F-score at 0.01 and 0.05 against the record's mesh. The VAE's own
@@ -26,6 +26,7 @@ from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh
 from partgen.models.io import load_trained
 from partgen.models.part_dit import PartDiT
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
+from partgen.pipelines.generate import sample_part_latents
 from partgen.train.tasks.part_dit import icon_condition
 
 
@@ -52,7 +53,6 @@ def main() -> None:
     parser.add_argument("--split", default="val", choices=["train", "val"])
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--max-voxels", type=int, default=8000)
-    parser.add_argument("--band", action="store_true", help="the records' band voxels too (a band-trained stage 2)")
     parser.add_argument("--keys", help="comma list of record keys to evaluate (default: the first --max-shapes)")
     parser.add_argument("--schedules", default="part,global", help="comma list of part, global")
     parser.add_argument("--max-shapes", type=int, default=8)
@@ -65,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dit = load_trained(args.dit, PartDiT)
     vae = load_trained(args.vae, SLatVAE)
-    ds = BlockRecords(args.records, args.split, args.val_fraction, 0, args.max_voxels, band=args.band)
+    ds = BlockRecords(args.records, args.split, args.val_fraction, 0, args.max_voxels)
     schedules = [s for s in args.schedules.split(",") if s]
     if args.keys:
         wanted = args.keys.split(",")
@@ -83,8 +83,8 @@ def main() -> None:
         row["vae"] = surface_scores(vae, voxels, vae.encode(voxels).mean, truth, args.compare_points)
         for schedule in schedules:
             t0 = time.perf_counter()
-            latents = dit.generate(
-                voxels, image[None], camera[None], steps=args.steps, guidance=args.cfg,
+            latents = sample_part_latents(
+                dit, voxels, image[None], camera[None], steps=args.steps, guidance=args.cfg,
                 generator=torch.Generator().manual_seed(i), schedule=None if schedule == "part" else "global",
             )  # fmt: skip
             row[schedule] = surface_scores(vae, voxels, latents, truth, args.compare_points)

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
 
             learned_segmenter(DEFAULT_LEARNED)
             resolve_checkpoint(args.checkpoint)
-        except (NotImplementedError, FileNotFoundError, ValueError, ImportError) as err:
+        except (FileNotFoundError, ValueError) as err:
             print(f"eval_psb: {' '.join(str(err).split())}", file=sys.stderr)
             return 1
     with ProcessPoolExecutor(args.workers) as pool:

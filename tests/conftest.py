@@ -29,6 +29,23 @@ def _seed_and_threads():
     torch.set_num_threads(threads)
 
 
+def assert_python_defaults(pipeline, *functions) -> dict:
+    """An app's `pipeline:` node (conf/<app>.yaml, composed) against the Python API it builds: every
+    key's value is the default of that parameter in the first of `functions` that has it. Returns
+    the resolved node (without _target_)."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(pipeline, resolve=True)
+    node.pop("_target_")
+    params = [inspect.signature(fn).parameters for fn in functions]
+    for key, value in node.items():
+        param = next(p[key] for p in params if key in p)
+        assert param.default == value, f"{key}: the Python default {param.default!r}, the config {value!r}"
+    return node
+
+
 def require_shared(name: str) -> Path:
     """Path of a file in ../shared/data; skip locally when absent, fail on CI (it must be there)."""
     path = SHARED_DATA / name

@@ -42,15 +42,10 @@ from partgen.data_pipeline.annotate import AnnotateConfig, Asset, process_asset
 from partgen.data_pipeline.geometric import GeometricConfig, segment_mesh
 from partgen.data_pipeline.mesh_io import FORMATS, normalise
 from partgen.data_pipeline.parts import DEFAULT_LEARNED
-from partgen.pipelines.generate import (
-    GenerationError,
-    build_generator,
-    make_report,
-    resolve_models,
-)
+from partgen.pipelines.generate import GenerationError, PartGenerator, make_report, resolve_models
 from partgen.pipelines.generate import write_outputs as write_generation
+from partgen.pipelines.outputs import palette
 from partgen.pipelines.segment import Segmenter, read_shape
-from partgen.pipelines.segment import _palette as palette  # one colour per part, as the pipelines colour them
 from partgen.pipelines.segment import write_outputs as write_segmentation
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -232,8 +227,8 @@ class Engine:
     """The models and the jobs (module docstring).
 
     generate_cfg: partgen-generate's config (conf/generate.yaml composed with overrides; image and
-                  output unused): the model set, parts method, samplers, mesh resolution
-    segment_cfg:  partgen-segment's config (conf/segment.yaml): checkpoint, num_samples, max_parts, seed
+                  output unused): its `pipeline:` node builds the PartGenerator
+    segment_cfg:  partgen-segment's config (conf/segment.yaml): its `pipeline:` node builds the Segmenter
     max_bytes:    the largest upload a job reads
     max_image_side: the largest image side (pixels) Generate accepts
     """
@@ -248,26 +243,17 @@ class Engine:
     # --- models, loaded once ---------------------------------------------------------------------
 
     @property
-    def generator(self):
+    def generator(self) -> PartGenerator:
         with self._load_lock:
             if self._generator is None:
-                self._generator = build_generator(self.generate_cfg)
+                self._generator = build_pipeline(self.generate_cfg.pipeline)
             return self._generator
 
     @property
     def segmenter(self) -> Segmenter:
         with self._load_lock:
             if self._segmenter is None:
-                cfg = self.segment_cfg
-                self._segmenter = Segmenter.from_checkpoint(
-                    cfg.get("checkpoint"),
-                    device=cfg.get("device"),
-                    points_per_pass=cfg.get("points_per_pass"),
-                    num_samples=int(cfg.get("num_samples", 20_000)),
-                    max_parts=int(cfg.get("max_parts", 16)),
-                    parts_from=str(cfg.get("parts_from", "embedding")),
-                    seed=int(cfg.get("seed", 0)),
-                )
+                self._segmenter = build_pipeline(self.segment_cfg.pipeline)
             return self._segmenter
 
     def load(self) -> None:
@@ -340,7 +326,21 @@ class Engine:
                     gen = generator(path, seed=int(seed), progress=True, on_stage=tracker.stage)
             except (ValueError, OSError, GenerationError) as err:
                 raise JobError(one_line(err, names)) from None
-            settings = {"seed": int(seed)} | generator.settings() | {"layout": "stage 1"}
+            layout = generator.layout
+            settings = {
+                "seed": int(seed),
+                "steps": steps,
+                "layout_steps": layout.steps,
+                "cfg": guidance,
+                "layout_cfg": layout.guidance,
+                "coordinates": layout.coordinates,
+                "reference_strength": layout.strength if layout.uses_references else None,
+                "parts": "learned" if generator.segmenter is not None else "geometric",
+                "max_parts": max_parts,
+                "layout": "stage 1",
+                "schedule": generator.schedule or "model",
+                "precision": generator.precision,
+            }
             models = str(resolve_models(self.generate_cfg.get("checkpoint")))
             report = make_report(path, gen, settings, models, time.perf_counter() - start)
             report["input"] = name
@@ -468,6 +468,20 @@ class Engine:
         details = {"manifest_row": row, "meta.json": meta, "files": sorted(p.name for p in record.iterdir())}
         details = json.loads(json.dumps(details).replace(json.dumps(str(folder) + "/")[1:-1], ""))  # job-relative paths
         return Result(folder, folder / "voxels.glb", rows, [folder / "record.zip"], summary, None, details)
+
+
+def build_pipeline(node):
+    """The pipeline an app config's `pipeline:` node names (conf/generate.yaml, conf/segment.yaml: a
+    partgen from_folder / from_checkpoint), raising what it raised (Hydra wraps it) for one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, Exception):
+            raise err.__cause__ from None
+        raise
 
 
 def _area_share(vertices: np.ndarray, faces: np.ndarray, part: np.ndarray, count: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import os
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 APP = "partgen-app"
 
@@ -32,7 +32,9 @@ def pipeline_configs(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
     """partgen-generate's and partgen-segment's configs as the app runs them (cfg.generate and
     cfg.segment: conf/generate.yaml and conf/segment.yaml with their overrides), with the app's
     checkpoint (the model set) and segmenter in their places when given."""
-    generate, segment = cfg.generate.copy(), cfg.segment.copy()
+    # each its own root: their `pipeline:` nodes interpolate their own keys (${checkpoint}, ${parts.method})
+    generate = OmegaConf.create(OmegaConf.to_container(cfg.generate, resolve=False))
+    segment = OmegaConf.create(OmegaConf.to_container(cfg.segment, resolve=False))
     if cfg.get("checkpoint") is not None:
         generate.checkpoint = str(cfg.checkpoint)
     if cfg.get("segmenter") is not None:

@@ -7,7 +7,10 @@ is noise, the path is x_t = (1 - t) x_0 + t eps and the model predicts the veloc
 Training draws t from a logit-normal distribution (Esser et al. 2024: more weight mid-path).
 Sampling integrates from t = 1 to 0 with diffusers' scheduler (shift > 1 spends more steps near the
 noise end, as SD3 does for large inputs). Samplers take a callable velocity(x, t) -> v, never a
-model class (DESIGN.md); classifier-free guidance combines two such callables.
+model class (DESIGN.md); classifier-free guidance combines two such callables. sample_guided and
+sample_sets take the model itself as the callable, with its conditioning bound and a per-shape drop
+mask for the null condition: the pipelines (and the training tasks' evaluations) call them, the
+models only compute velocities.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from collections.abc import Callable
 import torch
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (x, t, drop) -> v: a conditional model whose drop (B,) bool mask puts shapes on the null condition
+GuidedVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (x, cu_seqlens, t, drop=drop) -> v: the same over a varlen batch of sets
+SetVelocity = Callable[..., torch.Tensor]
 
 
 def logit_normal_timesteps(
@@ -48,18 +55,38 @@ def guided(conditional: Velocity, unconditional: Velocity, scale: float) -> Velo
 
 @torch.no_grad()
 def sample(
-    velocity: Velocity, noise: torch.Tensor, steps: int = 25, shift: float = 1.0, progress: str | None = None
+    velocity: Velocity,
+    noise: torch.Tensor,
+    steps: int = 25,
+    shift: float = 1.0,
+    progress: str | None = None,
+    start: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Integrate dx/dt = velocity(x, t) from noise at t = 1 to data at t = 0 with diffusers'
     FlowMatchEulerDiscreteScheduler in `steps` steps; t reaches the callable as a 0-d float tensor.
-    progress: show a progress bar over the steps with this label (None: quiet)."""
+    progress: show a progress bar over the steps with this label (None: quiet).
+
+    start, strength < 1: begin from data instead of pure noise (SDEdit, Meng et al. 2022): the path
+    is entered at t = strength with x = (1 - t) start + t noise (as training noises data) and
+    integrated to 0 in `steps` steps; the lower the strength, the more of start is kept."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
-    scheduler.set_timesteps(steps, device=noise.device)
-    x = noise
+    if start is None or strength == 1.0:
+        scheduler.set_timesteps(steps, device=noise.device)
+        x = noise
+    else:
+        if start.shape != noise.shape:
+            raise ValueError(f"start {tuple(start.shape)} and noise {tuple(noise.shape)} differ")
+        end = 1.0 / scheduler.config.num_train_timesteps
+        scheduler.set_timesteps(sigmas=torch.linspace(strength, end, steps).tolist(), device=noise.device)
+        t0 = scheduler.sigmas[0].to(noise.dtype)
+        x = (1.0 - t0) * start + t0 * noise
     timesteps = scheduler.timesteps
     if progress is not None:
         from tqdm.auto import tqdm
@@ -72,25 +99,78 @@ def sample(
     return x
 
 
-class LatentStatistics:
-    """Mixin for flow models over a VAE's latents: per-channel mean and std buffers (saved with the
-    weights; the training task measures them on the training set once, before the optimiser and EMA
-    see the model) so the flow runs on standardised latents and hands back un-standardised ones."""
+@torch.no_grad()
+def sample_guided(
+    velocity: GuidedVelocity,
+    noise: torch.Tensor,
+    num_shapes: int,
+    guidance: float,
+    steps: int = 25,
+    shift: float = 1.0,
+    progress: str | None = None,
+    start: torch.Tensor | None = None,
+    strength: float = 1.0,
+) -> torch.Tensor:
+    """Sample with classifier-free guidance from a model that reads a per-shape drop mask:
+    velocity(x, t, drop) with drop (num_shapes,) bool (True: that shape sees the null condition).
+    The conditional call drops nothing, the unconditional drops every shape (guided, then sample;
+    start and strength as there)."""
+    keep = torch.zeros(num_shapes, dtype=torch.bool, device=noise.device)
 
-    def _init_latent_statistics(self, channels: int) -> None:
-        self.register_buffer("latent_mean", torch.zeros(channels))
-        self.register_buffer("latent_std", torch.ones(channels))
+    def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return velocity(x, t, keep)
 
-    def set_latent_stats(self, latents: torch.Tensor) -> None:
-        """Per-channel mean and std of (M, C) training latents."""
-        self.latent_mean.copy_(latents.float().mean(0))
-        self.latent_std.copy_(latents.float().std(0).clamp_min(1e-4))
+    def unconditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return velocity(x, t, ~keep)
 
-    def standardise(self, latents: torch.Tensor) -> torch.Tensor:
-        return (latents - self.latent_mean) / self.latent_std
+    return sample(
+        guided(conditional, unconditional, guidance),
+        noise,
+        steps=steps,
+        shift=shift,
+        progress=progress,
+        start=start,
+        strength=strength,
+    )
 
-    def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.latent_std + self.latent_mean
+
+@torch.no_grad()
+def sample_sets(
+    velocity: SetVelocity,
+    cu_seqlens: torch.Tensor,
+    channels: int,
+    guidance: float,
+    *,
+    generator: torch.Generator | None = None,
+    steps: int = 25,
+    shift: float = 1.0,
+    progress: str | None = None,
+    start: torch.Tensor | None = None,
+    strength: float = 1.0,
+) -> torch.Tensor:
+    """Sample B sets of rows, a varlen batch (cu_seqlens (B+1,) int32; set b has cu[b+1] - cu[b] rows
+    of `channels`), from a model called as velocity(x (M, C), cu_seqlens, t, drop=drop (B,) bool),
+    e.g. a LayoutFlow with its image context bound (functools.partial). Each set's noise is its own
+    draw from generator, so a set's sample does not depend on how many share the batch. start (M, C)
+    and strength < 1: begin from those rows at t = strength (SDEdit, see sample). -> (M, C) on
+    cu_seqlens' device."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    noise = torch.cat([torch.randn(n, channels, generator=generator) for n in lengths]).to(cu_seqlens.device)
+
+    def per_shape(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        return velocity(x, cu_seqlens, t, drop=drop)
+
+    return sample_guided(
+        per_shape,
+        noise,
+        len(lengths),
+        guidance,
+        steps=steps,
+        shift=shift,
+        progress=progress,
+        start=start,
+        strength=strength,
+    )
 
 
-__all__ = ["LatentStatistics", "guided", "interpolate", "logit_normal_timesteps", "sample"]
+__all__ = ["guided", "interpolate", "logit_normal_timesteps", "sample", "sample_guided", "sample_sets"]

@@ -102,6 +102,12 @@ class EfficientNetLite0(nn.Module):
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x))) if head else x
 
+    def embed(self, images: torch.Tensor, size: int = 224) -> torch.Tensor:
+        """(B, 1280) unit-length mean-pooled head features of images (B, 3, H, W) in [0, 1], read at
+        size x size pixels (cosine similarity = dot product)."""
+        x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        return F.normalize(self.forward(x).mean((2, 3)), dim=1)
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1000) ImageNet class scores."""
         return self._fc(self.forward(images).mean((2, 3)))

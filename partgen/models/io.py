@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 WEIGHTS = "model.safetensors"
+EMA_WEIGHTS = "ema.safetensors"  # a training checkpoint's EMA weights, preferred when a folder has them
 CONFIG = "model.yaml"
 ALLOWED_PREFIX = "partgen."
 
@@ -33,6 +34,65 @@ def _targets(node) -> list[str]:
         for value in node:
             found += _targets(value)
     return found
+
+
+# Options of experiments that lost and left main (README, Training: one line each, pointing at the
+# git history). A model.yaml that names one at the value that switched it off (what every config
+# wrote while the option existed, the bundled model set's included) loads: the key is dropped. One
+# that switched it on names weights this code cannot run, and is refused with the reason.
+REMOVED_OPTIONS: dict[str, dict[str, object]] = {
+    "partgen.models.layout_flow.LayoutFlow": {"moment_condition": False},
+    "partgen.models.vecset_vae.VecSetVAE": {"query_mlp_ratio": 0.0, "output": "occupancy"},
+}
+
+
+# PointSegmenter's backbone was a string ("vector" | "serialized") with both backbones' keyword
+# arguments beside it (the bundled segmenter's model.yaml): now it is a config of its own
+# (conf/point_backbone), a factory of the input channels. The old form maps onto the new one.
+SEGMENTER = "partgen.models.point_transformer.PointSegmenter"
+LEGACY_BACKBONES = {
+    "vector": (
+        "partgen.models.point_transformer.PointTransformerSeg",
+        ("widths", "encoder_blocks", "decoder_blocks", "neighbours", "share_planes", "norm", "fps_start"),
+    ),
+    "serialized": (
+        "partgen.models.point_transformer.SerializedPointTransformer",
+        ("width", "depth", "heads", "patch_size", "grid_size", "cpe_neighbours"),
+    ),
+}
+
+
+def _legacy_backbone(config: dict, source: str) -> dict:
+    """A PointSegmenter config with backbone: "vector" | "serialized" -> backbone as its own config."""
+    if config.get("_target_") != SEGMENTER or not isinstance(config.get("backbone"), str):
+        return config
+    if config["backbone"] not in LEGACY_BACKBONES:
+        raise ValueError(f"{source}: unknown PointSegmenter backbone {config['backbone']!r}")
+    target, own = LEGACY_BACKBONES[config["backbone"]]
+    every = {key for _, keys in LEGACY_BACKBONES.values() for key in keys}
+    out = {key: value for key, value in config.items() if key not in every}
+    out["backbone"] = {"_target_": target, "_partial_": True} | {k: config[k] for k in own if k in config}
+    return out
+
+
+def upgrade_config(config, source: str = "model config"):
+    """The config as this code reads it, at any depth: the removed options (REMOVED_OPTIONS)
+    dropped (ValueError naming one that is set to anything but its off value), and a PointSegmenter
+    backbone of the old form given as its own config (LEGACY_BACKBONES)."""
+    if isinstance(config, list):
+        return [upgrade_config(value, source) for value in config]
+    if not isinstance(config, dict):
+        return config
+    out = _legacy_backbone({key: upgrade_config(value, source) for key, value in config.items()}, source)
+    for key, off in REMOVED_OPTIONS.get(str(out.get("_target_")), {}).items():
+        if key in out:
+            if out[key] != off:
+                raise ValueError(
+                    f"{source}: {out['_target_']} with {key}={out[key]!r} is an experiment that left main "
+                    f"(README, Training: removed experiments; load it with the commit that trained it)"
+                )
+            del out[key]
+    return out
 
 
 def check_config(config: dict, source: str = "model config") -> None:
@@ -80,7 +140,7 @@ def load_config(directory: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: no model config (a model folder holds {WEIGHTS} and {CONFIG})")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     check_config(cfg, str(path))
-    return cfg
+    return upgrade_config(cfg, str(path))
 
 
 def find_model_folder(path: str | Path, hint: str = "") -> Path:
@@ -125,12 +185,21 @@ def load_model(
     return model.to(map_location)
 
 
+def trained_weights(folder: str | Path) -> str:
+    """The weights file of a model folder inference uses: EMA_WEIGHTS when there, else WEIGHTS."""
+    return EMA_WEIGHTS if (Path(folder) / EMA_WEIGHTS).is_file() else WEIGHTS
+
+
+def choose_device(device: str | torch.device | None = None) -> torch.device:
+    """device, or None: cuda when available, else cpu."""
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def load_trained(path: str | Path, cls: type | None = None, hint: str = "") -> torch.nn.Module:
-    """The model a checkpoint argument names (find_model_folder), EMA weights (ema.safetensors) when
+    """The model a checkpoint argument names (find_model_folder), EMA weights (trained_weights) when
     the folder has them, in eval mode without gradients; cls: the class it must be (ValueError if not)."""
     folder = find_model_folder(path, hint)
-    weights = "ema.safetensors" if (folder / "ema.safetensors").is_file() else WEIGHTS
-    model = load_model(folder, weights=weights)
+    model = load_model(folder, weights=trained_weights(folder))
     if cls is not None and not isinstance(model, cls):
         raise ValueError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
     return model.eval().requires_grad_(False)

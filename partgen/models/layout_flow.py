@@ -9,7 +9,8 @@ Each block (DiT, Peebles & Xie 2023) is adaLN-Zero modulated by the timestep: se
 a shape's set, cross-attention to that shape's image tokens, MLP. The image tokens come from an
 encoder inside the model (CNNEncoder or ViTEncoder trained with it, or a frozen DINOv2); for classifier-free
 guidance a learned null sequence stands in for the image of the shapes in `drop` (training drops
-a share of them; sampling runs both and mixes, partgen.diffusion.flow.guided).
+a share of them; sampling runs both and mixes: partgen.diffusion.flow.sample_sets, called with the
+model and its image context by partgen.pipelines.layout).
 
 Besides the cross-attention, the mean of the image tokens joins the timestep in the adaLN
 conditioning (pooled_image), a short path from the image to every block (cf. TRELLIS, SD3's
@@ -22,15 +23,9 @@ target: the flow-matching loss alone hardly depends on the image (the set's per-
 the per-shape differences), so the encoder it trains learns little; the moment target makes the
 pooled image, which conditions every block, carry the shape's proportions (3000 CPU steps on the
 anchored layout VAE: the correlation of generated and true set extents over 32 val icons goes from
-0.04 to 0.49 with the ViT, 0.62 with the CNN encoder; conf/experiment/layout_flow.yaml). With
-moment_condition as well, the moments themselves join the adaLN conditioning (a linear map): the
-true moments of the training set (teacher forcing; the task passes shape_moments), the head's
-prediction when sampling, none for a dropped image. The flow is then p(latents | image, moments)
-after p(moments | image), and the generated set follows the moments it is given. Measured, it
-does worse (val loss 0.845 against 0.819 with the null image at 1500 steps): the predicted moments
-are too poor a guess on a few hundred icons, and the flow trusts them.
+0.04 to 0.49 with the ViT, 0.62 with the CNN encoder; conf/experiment/layout_flow.yaml).
 
-Latents are standardised before the flow sees them (partgen.diffusion.flow.LatentStatistics:
+Latents are standardised before the flow sees them (partgen.models.latent_stats.LatentStatistics:
 per-channel buffers saved with the weights, measured on the training set once) and
 un-standardised on the way out.
 """
@@ -40,9 +35,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partgen.diffusion.flow import LatentStatistics
+from partgen.models.latent_stats import LatentStatistics
 from partgen.nn.blocks import AdaLNBlock, AdaLNOutput, TimestepEmbedding, pooled_context
-from partgen.structures import batch_index, cu_seqlens_from_lengths, groups_from_cu_seqlens
+from partgen.structures import batch_index, groups_from_cu_seqlens
 
 
 class LayoutFlow(LatentStatistics, nn.Module):
@@ -55,7 +50,6 @@ class LayoutFlow(LatentStatistics, nn.Module):
     pooled_image:    add a projection of the mean image token to the adaLN conditioning
     moment_head:     an MLP from the mean image token to the set's moments (set_moments), trained
                      as an auxiliary target (forward(..., moments=True))
-    moment_condition: condition every block on the moments (needs moment_head; module docstring)
     """
 
     def __init__(
@@ -69,11 +63,8 @@ class LayoutFlow(LatentStatistics, nn.Module):
         freq_channels: int = 256,
         pooled_image: bool = True,
         moment_head: bool = False,
-        moment_condition: bool = False,
     ):
         super().__init__()
-        if moment_condition and not moment_head:
-            raise ValueError("moment_condition needs moment_head (the moments come from the image when sampling)")
         self.latent_channels = int(latent_channels)
         self.image_encoder = image_encoder
         ctx = int(image_encoder.out_dim)
@@ -87,7 +78,6 @@ class LayoutFlow(LatentStatistics, nn.Module):
             if moment_head
             else None
         )
-        self.moment_embed = nn.Linear(2 * latent_channels, width) if moment_condition else None
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, ctx, mlp_ratio) for _ in range(depth))
         self.out = AdaLNOutput(width, latent_channels)
         self._init_latent_statistics(latent_channels)
@@ -115,7 +105,6 @@ class LayoutFlow(LatentStatistics, nn.Module):
         drop: torch.Tensor | None = None,
         context: tuple[torch.Tensor, torch.Tensor] | None = None,
         moments: bool = False,
-        shape_moments: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Velocity (M, C) at standardised latents x (M, C) of B shapes at times t (B,) in [0, 1].
 
@@ -123,8 +112,6 @@ class LayoutFlow(LatentStatistics, nn.Module):
         drop (B,) bool: shapes that see the null image instead (classifier-free guidance).
         moments: also return the moment head's (B, 2 C) prediction from each shape's own image
         (dropped or not), as (velocity, moments).
-        shape_moments (B, 2 C): the moments a moment_condition flow is conditioned on (training: the
-        true ones); None: the head's prediction.
         """
         if x.dim() != 2 or x.shape[1] != self.latent_channels:
             raise ValueError(f"x must be (M, {self.latent_channels}), got {tuple(x.shape)}")
@@ -139,8 +126,7 @@ class LayoutFlow(LatentStatistics, nn.Module):
         tokens, ctx_cu = context
         if ctx_cu.numel() != cu_seqlens.numel():
             raise ValueError(f"{ctx_cu.numel() - 1} images for {b} shapes")
-        need = moments or (self.moment_embed is not None and shape_moments is None)
-        predicted = self.predict_moments((tokens, ctx_cu)) if need else None
+        predicted = self.predict_moments((tokens, ctx_cu)) if moments else None
         if drop is not None and bool(drop.any()):
             owner = batch_index(ctx_cu).to(tokens.device)  # (B T,) which image each token belongs to
             tokens = torch.where(drop.to(tokens.device)[owner, None], self.context_norm(self.null_image)[None], tokens)
@@ -148,51 +134,12 @@ class LayoutFlow(LatentStatistics, nn.Module):
         cond = self.time(t)  # (B, D): the adaLN maps run per shape
         if self.image_pool is not None:
             cond = cond + self.image_pool(pooled_context(tokens, ctx_cu))
-        if self.moment_embed is not None:
-            given = predicted if shape_moments is None else shape_moments.to(x.device, torch.float32)
-            if given.shape != (b, 2 * self.latent_channels):
-                raise ValueError(f"shape_moments must be ({b}, {2 * self.latent_channels}), got {tuple(given.shape)}")
-            embedded = self.moment_embed(given)
-            cond = cond + (embedded if drop is None else embedded * (~drop.to(x.device))[:, None])
         groups, ctx_groups = groups_from_cu_seqlens(cu_seqlens), groups_from_cu_seqlens(ctx_cu)
         h = self.proj_in(x)
         for block in self.blocks:
             h = block(h, cond, groups, tokens, ctx_groups, owner=owner)
         v = self.out(h, cond, owner)
         return (v, predicted) if moments else v
-
-    # --- sampling -----------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(
-        self,
-        images: torch.Tensor,
-        num_latents: int,
-        steps: int = 25,
-        guidance: float = 3.0,
-        shift: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: str | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """B images -> VAE latents (B L, C) (un-standardised) and their cu_seqlens, by Euler sampling."""
-        from partgen.diffusion.flow import guided, sample
-
-        b = images.shape[0]
-        cu = cu_seqlens_from_lengths([num_latents] * b, device=images.device)
-        context = self.encode_images(images)
-        keep = torch.zeros(b, dtype=torch.bool, device=images.device)
-        # one draw per set, so a set's noise does not depend on how many share the batch
-        noise = torch.cat([torch.randn(num_latents, self.latent_channels, generator=generator) for _ in range(b)])
-        noise = noise.to(images.device)
-
-        def conditional(x, t):
-            return self(x, cu, t, context=context, drop=keep)
-
-        def unconditional(x, t):
-            return self(x, cu, t, context=context, drop=~keep)
-
-        x = sample(guided(conditional, unconditional, guidance), noise, steps=steps, shift=shift, progress=progress)
-        return self.unstandardise(x), cu
 
 
 def set_moments(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,11 @@ The output is the velocity of the rectified flow (partgen.diffusion.flow) per vo
 With an image_encoder inside (ViTEncoder trained with the model, or a frozen DINOv2), forward reads
 images (B, 3, S, S) and cameras (B, 3, 4) itself (what training under DDP and sampling use), the
 mean image token joins the timestep in the adaLN conditioning (pooled_image), and the model
-standardises its latents with statistics measured on the training set (LatentStatistics);
-`generate` samples the latents of given voxels and parts for an image. Without an encoder it reads
-precomputed context tokens of width context_dim (the ablation benchmark).
+standardises its latents with statistics measured on the training set (LatentStatistics). The model
+computes velocities only: partgen.pipelines.generate.sample_part_latents samples the latents of
+given voxels and parts for an image (partgen.diffusion.flow.sample_guided with the model as the
+callable). Without an encoder it reads precomputed context tokens of width context_dim (the
+ablation benchmark).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from partgen.diffusion.flow import LatentStatistics
+from partgen.models.latent_stats import LatentStatistics
 from partgen.nn.blocks import (
     AdaLNBlock,
     AdaLNOutput,
@@ -232,42 +234,6 @@ class PartDiT(LatentStatistics, nn.Module):
             raise ValueError("this PartDiT has no image encoder: pass context tokens")
         tokens, cu = self.image_encoder(images)
         return self.context_norm(tokens), cu
-
-    @torch.no_grad()
-    def generate(
-        self,
-        voxels: SparseVoxels,
-        images: torch.Tensor,
-        cameras: torch.Tensor | None = None,
-        steps: int = 25,
-        guidance: float = 3.0,
-        shift: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: str | None = None,
-        schedule: list[AttentionScope] | str | None = None,
-    ) -> torch.Tensor:
-        """Latents (N, C) (un-standardised) of voxels (coords and part; feats are ignored) for B images,
-        by Euler sampling with classifier-free guidance; schedule overrides the layer scopes."""
-        from partgen.diffusion.flow import guided, sample
-
-        b = voxels.batch_size
-        context = self.encode_images(images)
-        part = voxels.part_groups()
-        grid = self.image_encoder.patch_grid
-        context_groups = part_image_groups(voxels, part, context[1], cameras, grid, self.footprint_dilation)
-        keep = torch.zeros(b, dtype=torch.bool, device=images.device)
-        noise = torch.randn(len(voxels), self.in_channels, generator=generator).to(images.device)
-
-        def velocity(drop):
-            def v(x, t):
-                return self(voxels.replace(feats=x), t, context, context_groups, drop=drop, schedule=schedule)
-
-            return v
-
-        x = sample(
-            guided(velocity(keep), velocity(~keep), guidance), noise, steps=steps, shift=shift, progress=progress
-        )
-        return self.unstandardise(x)
 
 
 __all__ = ["PartDiT", "part_image_groups"]

@@ -11,11 +11,13 @@ features (N, C_out):
   * SerializedPointTransformer: in the spirit of Point Transformer V3, points ordered along a
     space-filling curve, dot-product attention within patches of consecutive points through
     partgen.nn.attention (so every varlen/part-attention backend serves it), a flat stack.
-PointSegmenter puts a semantic head and a class-agnostic embedding head on either backbone.
+PointSegmenter puts a semantic head and a class-agnostic embedding head on either backbone (a
+config group of its own, conf/point_backbone).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -238,7 +240,7 @@ class PointTransformerSeg(nn.Module):
         if len(neighbours) != levels:
             raise ValueError(f"neighbours must give one count per level ({levels}), got {neighbours}")
         self.neighbours = tuple(neighbours)
-        self.out_channels = widths[0]
+        self.out_channels, self.head_norm = widths[0], norm  # the segmenter's heads: width and norm
         self.down = nn.ModuleList()
         self.encoders = nn.ModuleList()
         prev = in_channels
@@ -355,7 +357,7 @@ class SerializedPointTransformer(nn.Module):
         super().__init__()
         if not orders:
             raise ValueError("orders must name at least one curve")
-        self.out_channels = width
+        self.out_channels, self.head_norm = width, "layer"  # the segmenter's heads: width and norm
         self.patch_size, self.grid_size = patch_size, grid_size
         self.orders, self.shift_patches, self.cpe_neighbours = tuple(orders), shift_patches, cpe_neighbours
         self.embed = nn.Sequential(nn.Linear(in_channels, width), nn.LayerNorm(width), nn.GELU())
@@ -403,63 +405,25 @@ class PointSegmenter(nn.Module):
 
     forward(points) with points.coords (N, 3), optional normals (N, 3) and feats (N, feat_channels)
     -> {"logits": (N, L), "embedding": (N, E) unit rows}. The backbone input is
-    [xyz, normals (with use_normals), feats]. backbone "vector": PointTransformerSeg (widths,
-    encoder_blocks, decoder_blocks, neighbours, share_planes, norm, fps_start); "serialized":
-    SerializedPointTransformer (width, depth, heads, patch_size, grid_size, cpe_neighbours).
-    Heads: Linear -> norm -> ReLU -> Linear (the official classifier; LayerNorm on the serialized
-    backbone) for the logits; Linear -> ReLU -> Linear -> L2 normalise for the embedding.
+    [xyz, normals (with use_normals), feats]. backbone: a factory in_channels -> the backbone
+    module (Hydra `_partial_: true`, conf/point_backbone: PointTransformerSeg, "vector", or
+    SerializedPointTransformer, "serialized"), whose out_channels and head_norm the heads read.
+    Heads: Linear -> norm -> ReLU -> Linear (the official classifier; the backbone's head_norm)
+    for the logits; Linear -> ReLU -> Linear -> L2 normalise for the embedding.
     """
 
     def __init__(
         self,
-        backbone: Literal["vector", "serialized"],
+        backbone: Callable[[int], nn.Module],
         num_classes: int,
         embed_dim: int = 32,
         feat_channels: int = 0,
         use_normals: bool = False,
-        widths: tuple[int, ...] = (32, 64, 128, 256),
-        encoder_blocks: tuple[int, ...] = (1, 1, 1, 1),
-        decoder_blocks: tuple[int, ...] = (1, 1, 1, 1),
-        neighbours: tuple[int, ...] = (8, 16, 16, 16),
-        share_planes: int = 8,
-        norm: Norm = "batch",
-        fps_start: Literal["first", "random"] = "first",
-        width: int = 64,
-        depth: int = 4,
-        heads: int = 4,
-        patch_size: int = 256,
-        grid_size: float = 0.01,
-        cpe_neighbours: int = 8,
     ):
         super().__init__()
         self.feat_channels, self.use_normals = feat_channels, use_normals
-        in_channels = 3 + (3 if use_normals else 0) + feat_channels
-        if backbone == "vector":
-            self.backbone = PointTransformerSeg(
-                in_channels,
-                widths=widths,
-                encoder_blocks=encoder_blocks,
-                decoder_blocks=decoder_blocks,
-                neighbours=neighbours,
-                share_planes=share_planes,
-                norm=norm,
-                fps_start=fps_start,
-            )
-            head_norm = norm
-        elif backbone == "serialized":
-            self.backbone = SerializedPointTransformer(
-                in_channels,
-                width=width,
-                depth=depth,
-                heads=heads,
-                patch_size=patch_size,
-                grid_size=grid_size,
-                cpe_neighbours=cpe_neighbours,
-            )
-            head_norm = "layer"
-        else:
-            raise ValueError(f"backbone must be 'vector' or 'serialized', got {backbone!r}")
-        c = self.backbone.out_channels
+        self.backbone = backbone(3 + (3 if use_normals else 0) + feat_channels)
+        c, head_norm = self.backbone.out_channels, self.backbone.head_norm
         self.classifier = nn.Sequential(
             nn.Linear(c, c), PointNorm(c, head_norm), nn.ReLU(inplace=True), nn.Linear(c, num_classes)
         )

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +50,6 @@ from torch import nn
 from partgen.nn.blocks import FeedForward, MultiHeadAttention, TransformerBlock
 from partgen.nn.point_ops import farthest_point_sampling
 from partgen.structures import PartGroups, cu_seqlens_from_lengths, groups_from_cu_seqlens
-
-Output = Literal["occupancy", "sdf"]
 
 
 class FourierEmbed(nn.Module):
@@ -130,7 +127,6 @@ class VecSetVAE(nn.Module):
     num_freqs:       Fourier frequencies of the point and query embeddings
     use_normals:     the encoder reads surface normals beside the positions
     sharp_fraction:  share of the L queries drawn from sharp-edge samples (when the shape has them)
-    output:          "occupancy" (a logit, > 0 inside) or "sdf" (truncated signed distance, < 0 inside)
     anchored:        each latent row leads with its token's position (the surface point its encoder
                      query sat at), read by the decoder through the Fourier embedding; only the C
                      channels after it pass the KL bottleneck (see the module docstring)
@@ -140,11 +136,7 @@ class VecSetVAE(nn.Module):
                      ~110 of 256 tokens (largest weight 0.02-0.03) and its tokens ~500 of 2048
                      points, a blur. 3DShape2VecSet's cross-attentions have no norm. Without it
                      (anchored, 2000 steps): 55-105 tokens, 240-310 points, val IoU 0.600 (0.577)
-    query_mlp_ratio: hidden size (x width) of an MLP after the queries' cross-attention; 0: none
-                     (3DShape2VecSet). Without it a query's value is a linear read of a softmax mix
-                     of token values, which cannot form products of the query's position with what it
-                     attended to ("which side of this local surface am I on"); Hunyuan3D-2's decoder has
-                     one. Ratio 2 (unanchored): val IoU 0.459 at 500 steps against 0.516 without
+    The output is an occupancy logit per query (> 0 inside).
     """
 
     def __init__(
@@ -159,21 +151,17 @@ class VecSetVAE(nn.Module):
         num_freqs: int = 8,
         use_normals: bool = True,
         sharp_fraction: float = 0.5,
-        output: Output = "occupancy",
         anchored: bool = False,
         cross_qk_norm: bool = True,
-        query_mlp_ratio: float = 0.0,
     ):
         super().__init__()
-        if output not in ("occupancy", "sdf"):
-            raise ValueError(f"output must be 'occupancy' or 'sdf', got {output!r}")
         if not 0.0 <= sharp_fraction <= 1.0:
             raise ValueError(f"sharp_fraction must lie in [0, 1], got {sharp_fraction}")
         if num_latents < 1 or latent_channels < 1:
             raise ValueError(f"num_latents and latent_channels must be positive, got {num_latents}, {latent_channels}")
         self.num_latents, self.latent_channels, self.anchored = int(num_latents), int(latent_channels), bool(anchored)
         self.latent_dim = self.latent_channels + (3 if self.anchored else 0)  # D: one latent row
-        self.use_normals, self.sharp_fraction, self.output = bool(use_normals), float(sharp_fraction), output
+        self.use_normals, self.sharp_fraction = bool(use_normals), float(sharp_fraction)
         self.embed = FourierEmbed(num_freqs)
         self.point_in = nn.Linear(self.embed.out_dim + (3 if use_normals else 0), width)
         self.encoder_cross = CrossBlock(width, heads, mlp_ratio, qk_norm=cross_qk_norm)
@@ -183,8 +171,8 @@ class VecSetVAE(nn.Module):
         self.anchor_in = nn.Linear(self.embed.out_dim, width) if self.anchored else None
         self.decoder = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio) for _ in range(decoder_depth))
         self.query_in = nn.Linear(self.embed.out_dim, width)
-        # runs once per query point, the bulk of the work: the MLP is optional (class docstring)
-        self.query_cross = CrossBlock(width, heads, mlp_ratio=query_mlp_ratio, qk_norm=cross_qk_norm)
+        # runs once per query point, the bulk of the work: no MLP after it, as 3DShape2VecSet
+        self.query_cross = CrossBlock(width, heads, mlp_ratio=0.0, qk_norm=cross_qk_norm)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
 
     # --- encoder ------------------------------------------------------------------------------------
@@ -321,12 +309,12 @@ class VecSetVAE(nn.Module):
     # --- one shape to a grid ----------------------------------------------------------------------------
 
     def inside(self, values: torch.Tensor) -> torch.Tensor:
-        """Boolean "inside" from output values (occupancy logit > 0, signed distance < 0)."""
-        return values > 0 if self.output == "occupancy" else values < 0
+        """Boolean "inside" from output values (occupancy logit > 0)."""
+        return values > 0
 
     def level(self, values: torch.Tensor) -> torch.Tensor:
-        """Values as a level set that is positive inside and crosses 0 at the surface."""
-        return values if self.output == "occupancy" else -values
+        """Values as a level set that is positive inside and crosses 0 at the surface (the logits)."""
+        return values
 
     @torch.no_grad()
     def decode_grid(

@@ -4,7 +4,8 @@ Legend: L latent tokens, C channels, R grid resolution, V voxels at the stage-2 
 
 LayoutGenerator holds a trained VecSetVAE and LayoutFlow (model folders as partgen-train writes
 them; EMA weights preferred) and runs, for one image:
-    flow.generate     L latents by Euler sampling of the rectified flow with classifier-free guidance
+    sample_sets       L latents by Euler sampling of the flow with classifier-free guidance
+                      (partgen.diffusion.flow, the flow model as the callable, its image context bound)
     vae.decode        the latent set -> tokens
     vae.decode_grid   the occupancy on an R^3 grid, hierarchically (coarse first, refined at the surface)
     occupancy_to_voxels  the stage-2 coordinates at `voxel_resolution`, dilated by `dilation`
@@ -25,45 +26,59 @@ against 16k: partgen-generate uses "auto", a band of 2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
 import torch
 
+from partgen.diffusion.flow import sample_sets
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import LayoutFlow
 from partgen.models.vecset_vae import GridValues, VecSetVAE, anchor_voxels, occupancy_to_voxels
+from partgen.pipelines.references import ReferenceBank, ReferenceMesh, deform_by_anchors
+from partgen.structures import cu_seqlens_from_lengths
 
 
 @dataclasses.dataclass
 class Layout:
-    """One generated layout: latents (L, C), the occupancy grid, voxels (V, 3) int32, seconds per stage."""
+    """One generated layout: latents (L, C), voxels (V, 3) int32, seconds per stage, and either the
+    occupancy grid the VAE decoded (grid) or, when the flow started from a reference shape, that
+    shape's coarse mesh carried by the generated anchors with its parts (mesh) and its key."""
 
     latents: torch.Tensor
-    grid: GridValues
+    grid: GridValues | None
     voxels: torch.Tensor
     times: dict[str, float]
+    mesh: ReferenceMesh | None = None
+    reference: str | None = None
 
 
 class LayoutGenerator:
     """See the module docstring. steps, guidance, shift: of the flow sampler; resolution, coarse:
     of the occupancy grid; voxel_resolution, dilation: of the stage-2 coordinates; coordinates:
     "surface" (the decoded surface's voxels), "anchors" (within anchor_band voxels of an anchor) or
-    "auto" (anchors when the VAE is anchored)."""
+    "auto" (anchors when the VAE is anchored); references, strength: a ReferenceBank (of the
+    VAE's latents) and the time the flow starts at from the nearest reference's latents (SDEdit;
+    strength 1 or no bank: from pure noise; see partgen.pipelines.references). The defaults are
+    partgen-generate's (conf/generate.yaml: layout_steps, layout_cfg, dilation, coordinates,
+    anchor_band, reference_strength)."""
 
     def __init__(
         self,
         vae: VecSetVAE,
         flow: LayoutFlow,
         steps: int = 25,
-        guidance: float = 3.0,
+        guidance: float = 1.0,
         shift: float = 1.0,
         resolution: int = 128,
         coarse: int = 32,
         voxel_resolution: int = 64,
-        dilation: int = 1,
-        coordinates: str = "surface",
-        anchor_band: int = 3,
+        dilation: int = 0,
+        coordinates: str = "auto",
+        anchor_band: int = 2,
+        references: ReferenceBank | None = None,
+        strength: float = 0.3,
     ):
         if coordinates not in ("auto", "surface", "anchors"):
             raise ValueError(f"coordinates must be 'auto', 'surface' or 'anchors', got {coordinates!r}")
@@ -78,6 +93,16 @@ class LayoutGenerator:
         self.steps, self.guidance, self.shift = int(steps), float(guidance), float(shift)
         self.resolution, self.coarse = int(resolution), int(coarse)
         self.voxel_resolution, self.dilation = int(voxel_resolution), int(dilation)
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if references is not None:
+            if references.latents.shape[1:] != (vae.num_latents, vae.latent_dim) or not vae.anchored:
+                raise ValueError(
+                    f"the reference bank holds {tuple(references.latents.shape[1:])} latent sets; this layout "
+                    f"VAE makes anchored ({vae.num_latents}, {vae.latent_dim}) sets: build the bank with it"
+                )
+        self.references, self.strength = references, float(strength)
+        self._embedder = None
 
     @classmethod
     def from_checkpoints(cls, vae: str | Path, flow: str | Path, **options) -> LayoutGenerator:
@@ -89,6 +114,24 @@ class LayoutGenerator:
     def image_size(self) -> int:
         return int(self.flow.image_encoder.image_size)
 
+    @property
+    def uses_references(self) -> bool:
+        return self.references is not None and self.strength < 1.0
+
+    def nearest_reference(self, image: torch.Tensor) -> int:
+        """The bank index of the reference whose icon is nearest to image (3, S, S) (ReferenceBank.distances)."""
+        import numpy as np
+
+        from partgen.eval.retrieval import icon_descriptor
+        from partgen.models.efficientnet import efficientnet_lite0
+
+        if self._embedder is None:
+            self._embedder = efficientnet_lite0().to(image.device)
+        embedding = self._embedder.embed(image[None])[0].cpu()
+        pixels = (image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        descriptor = torch.from_numpy(icon_descriptor(pixels))
+        return int(self.references.distances(embedding, descriptor).argmin())
+
     @torch.no_grad()
     def __call__(
         self, image: torch.Tensor, seed: int = 0, num_latents: int | None = None, progress: str | None = None
@@ -99,16 +142,30 @@ class LayoutGenerator:
             raise ValueError(f"image must be (3, {self.image_size}, {self.image_size}), got {tuple(image.shape)}")
         times = {}
         t0 = time.perf_counter()
-        latents, cu = self.flow.generate(
-            image[None],
-            num_latents or self.vae.num_latents,
-            steps=self.steps,
+        flow, start, index = self.flow, None, None
+        if self.uses_references:
+            index = self.nearest_reference(image)
+            start = flow.standardise(self.references.latents[index].to(image.device))
+            num_latents = len(start)
+            times["retrieve_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+        cu = cu_seqlens_from_lengths([num_latents or self.vae.num_latents], device=image.device)
+        x = sample_sets(
+            functools.partial(flow, context=flow.encode_images(image[None])),
+            cu,
+            flow.latent_channels,
             guidance=self.guidance,
+            steps=self.steps,
             shift=self.shift,
             generator=torch.Generator().manual_seed(seed),
             progress=progress,
+            start=start,
+            strength=self.strength if start is not None else 1.0,
         )
+        latents = flow.unstandardise(x)
         times["flow_s"] = time.perf_counter() - t0
+        if index is not None:
+            return self._carry_reference(index, latents, times)
         t0 = time.perf_counter()
         grid = self.vae.decode_grid(self.vae.decode(latents, cu), resolution=self.resolution, coarse=self.coarse)
         times["decode_s"] = time.perf_counter() - t0
@@ -119,6 +176,24 @@ class LayoutGenerator:
             voxels = occupancy_to_voxels(grid, self.voxel_resolution, self.dilation)
         times["voxels_s"] = time.perf_counter() - t0
         return Layout(latents, grid, voxels, times)
+
+    def _carry_reference(self, index: int, latents: torch.Tensor, times: dict[str, float]) -> Layout:
+        """The reference's coarse mesh moved with its anchors to the generated ones (deform_by_anchors),
+        normalised into the cube as every record is -> its surface voxels at voxel_resolution."""
+        import numpy as np
+
+        from partgen.data_pipeline.mesh_io import normalise
+        from partgen.data_pipeline.voxelize import voxelize_surface
+
+        t0 = time.perf_counter()
+        ref = self.references.meshes[index]
+        before = self.references.latents[index][:, :3].numpy()
+        moved = deform_by_anchors(ref.vertices, before, latents[:, :3].cpu().double().numpy())
+        moved = normalise(moved).apply(moved)
+        voxels = voxelize_surface(moved, ref.faces, self.voxel_resolution).coords.astype(np.int32)
+        times["voxels_s"] = time.perf_counter() - t0
+        mesh = ReferenceMesh(moved, ref.faces, ref.face_part, ref.part_names)
+        return Layout(latents, None, torch.from_numpy(voxels), times, mesh, self.references.keys[index])
 
 
 __all__ = ["Layout", "LayoutGenerator"]

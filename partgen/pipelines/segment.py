@@ -22,8 +22,8 @@ their area ("leg", "leg_2"):
         (partgen.data_pipeline.geometric, face_features): parts are connected and their
         boundaries follow edges of the mesh, where k-means boundaries cut across faces.
 
-segment_faces is the hook parts.method=learned calls (partgen.data_pipeline.parts), and main the
-body of `partgen-segment input=MESH_OR_CLOUD output=DIR [checkpoint=...] [num_parts=...]`.
+segment_faces is the hook parts.method=learned calls (partgen.data_pipeline.parts); read_shape,
+summarise and write_outputs serve `partgen-segment input=MESH_OR_CLOUD output=DIR` (partgen.cli).
 """
 
 from __future__ import annotations
@@ -31,10 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
-import shutil
-import sys
-import uuid
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -44,16 +40,15 @@ import torch
 
 from partgen.data_pipeline.geometric import GeometricConfig
 from partgen.data_pipeline.geometric import segment_mesh as segment_mesh_graph
-from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, MeshError, load_mesh, normalise
+from partgen.data_pipeline.mesh_io import FORMATS, MAX_BYTES, load_mesh, normalise
 from partgen.data_pipeline.samples import sample_surface
 from partgen.data_pipeline.taxonomy import CLASSES
 from partgen.eval.clustering import cluster_embeddings
-from partgen.models.io import CONFIG, WEIGHTS, find_model_folder, load_model
+from partgen.models.io import CONFIG, choose_device, find_model_folder, load_model, trained_weights
 from partgen.models.point_transformer import PointSegmenter
+from partgen.pipelines.outputs import InputError, palette
 from partgen.structures import Points, cu_seqlens_from_lengths
 
-APP = "partgen-segment"
-EMA_WEIGHTS = "ema.safetensors"
 TRAIN_CONFIG = "train_config.yaml"  # the training run's composed config, kept beside bundled weights
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "segmenter"
 DEFAULT_POINTS_PER_PASS = 4096
@@ -65,10 +60,6 @@ TRAIN_HINT = (
 )
 PartsFrom = Literal["embedding", "semantic"]
 MeshParts = Literal["graph", "cluster"]
-
-
-class InputError(ValueError):
-    """An input the segmenter cannot use; the message names the file and the reason."""
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
@@ -267,8 +258,8 @@ class Segmenter:
         options: the other Segmenter arguments. FileNotFoundError names how to train one when absent.
         """
         folder = resolve_checkpoint(path)
-        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        weights = EMA_WEIGHTS if (folder / EMA_WEIGHTS).is_file() else WEIGHTS
+        device = choose_device(device)
+        weights = trained_weights(folder)
         model = load_model(folder, map_location=device, weights=weights)
         if points_per_pass is None:
             points_per_pass = _training_points(folder) or DEFAULT_POINTS_PER_PASS
@@ -435,7 +426,7 @@ def segment_faces(vertices: np.ndarray, faces: np.ndarray, num_parts: int | None
     bundled default; options: Segmenter arguments (mesh_parts="cluster", max_parts=...). The loaded
     segmenter is kept between calls (one per checkpoint folder and options)."""
     folder = resolve_checkpoint(checkpoint)
-    weights = folder / (EMA_WEIGHTS if (folder / EMA_WEIGHTS).is_file() else WEIGHTS)
+    weights = folder / trained_weights(folder)
     mtime = weights.stat().st_mtime if weights.is_file() else 0.0
     segmenter = _cached(str(folder.resolve()), mtime, tuple(sorted(options.items())))
     return segmenter.segment_mesh(vertices, faces, num_parts)
@@ -537,19 +528,11 @@ def read_shape(path: str | Path, max_bytes: int = MAX_BYTES) -> Shape:
     return shape
 
 
-def _palette(count: int) -> np.ndarray:
-    """(count, 4) uint8 RGBA: well-separated hues (golden-angle steps), full alpha."""
-    hue = (np.arange(count) * 0.618033988749895) % 1.0
-    k = (np.array([5.0, 3.0, 1.0])[None, :] + hue[:, None] * 6.0) % 6.0
-    rgb = 1.0 - 0.75 * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)  # HSV with s = 0.75, v = 1
-    return np.concatenate([(rgb * 255).round(), np.full((count, 1), 255.0)], 1).astype(np.uint8)
-
-
 def _write_models(folder: Path, shape: Shape, seg: Segmentation) -> None:
     """parts.ply (the shape coloured by part) and parts.glb (one named node per part)."""
     import trimesh
 
-    colours = _palette(len(seg.names))
+    colours = palette(len(seg.names))
     scene = trimesh.Scene()
     if shape.faces is not None:
         mesh = trimesh.Trimesh(shape.vertices, shape.faces, face_colors=colours[seg.part], process=False)
@@ -578,7 +561,9 @@ def _weights(shape: Shape, seg: Segmentation) -> np.ndarray:
     return area / area.sum() if area.sum() > 0 else np.full(len(area), 1.0 / len(area))
 
 
-def _summary(path: Path, shape: Shape, seg: Segmentation, share: np.ndarray, source: str, output: Path) -> str:
+def summarise(path: Path, shape: Shape, seg: Segmentation, source: str, output: Path) -> str:
+    """partgen-segment's one-line report: the parts and classes with their shares, the weights, the files."""
+    share = _weights(shape, seg)
     kind = f"{len(shape.faces)} faces" if shape.faces is not None else f"{len(shape.vertices)} points"
     part_share = np.bincount(seg.part, weights=share, minlength=len(seg.names))
     class_share = np.bincount(seg.semantic, weights=share, minlength=len(CLASSES))
@@ -587,7 +572,7 @@ def _summary(path: Path, shape: Shape, seg: Segmentation, share: np.ndarray, sou
     measure = "surface area" if shape.faces is not None else "points"
     element = "faces.npy" if shape.faces is not None else "points.npy"
     return (
-        f"{APP}: {path.name} ({kind}) -> {len(seg.names)} part{'s' * (len(seg.names) != 1)}: {parts} (share of "
+        f"partgen-segment: {path.name} ({kind}) -> {len(seg.names)} part{'s' * (len(seg.names) != 1)}: {parts} (share of "
         f"{measure}); semantic classes: {classes}; weights {source}; wrote labels.json, {element}, parts.ply "
         f"and parts.glb to {output}"
     )
@@ -627,88 +612,15 @@ def write_outputs(folder: Path, path: Path, shape: Shape, seg: Segmentation, sou
     _write_models(folder, shape, seg)
 
 
-def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
-    """Move the finished temp folder to output (replacing an empty one, or any with overwrite)."""
-    if output.exists():
-        if output.is_dir() and not any(output.iterdir()):
-            output.rmdir()
-        elif overwrite:
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-        else:
-            raise InputError(f"output {output} exists and is not empty (choose another or pass overwrite=true)")
-    os.replace(tmp, output)
-
-
-def check_output(output: Path, overwrite: bool) -> None:
-    """InputError when output exists and is not an empty folder, unless overwrite."""
-    if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
-        raise InputError(f"output {output} exists and is not empty (choose another or pass overwrite=true)")
-
-
-def publish_outputs(output: Path, overwrite: bool, write) -> None:
-    """write(folder) into a temporary sibling of output, then rename it into place: a failure at any
-    point leaves nothing at output (and removes the temporary folder)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()  # (not mkdtemp: the folder keeps the umask's permissions when it becomes output)
-    try:
-        write(tmp)
-        _publish(tmp, output, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def main(cfg) -> int:
-    """partgen-segment: segment cfg.input into cfg.output (see conf/segment.yaml); 0 on success, 1 on bad input.
-
-    Errors print one line on stderr and leave nothing at cfg.output: everything is written into a
-    temporary sibling folder that is renamed into place at the end.
-    """
-    try:
-        path, output = Path(str(cfg.input)), Path(str(cfg.output))
-        overwrite = bool(cfg.get("overwrite", False))
-        check_output(output, overwrite)
-        num_parts = cfg.get("num_parts")
-        if num_parts is not None and int(num_parts) < 1:
-            raise InputError(f"num_parts must be positive or null, got {num_parts}")
-        shape = read_shape(path, max_bytes=int(cfg.get("max_bytes", MAX_BYTES)))
-        segmenter = Segmenter.from_checkpoint(
-            cfg.get("checkpoint"),
-            device=cfg.get("device"),
-            points_per_pass=cfg.get("points_per_pass"),
-            num_samples=int(cfg.get("num_samples", 20_000)),
-            max_parts=int(cfg.get("max_parts", 16)),
-            parts_from=str(cfg.get("parts_from", "embedding")),
-            seed=int(cfg.get("seed", 0)),
-        )
-        n = None if num_parts is None else int(num_parts)
-        if shape.faces is not None:
-            seg = segmenter.label_mesh(shape.vertices, shape.faces, n)
-        else:
-            seg = segmenter.label_points(shape.vertices, shape.normals, n)
-        summary = _summary(path, shape, seg, _weights(shape, seg), segmenter.source, output)
-        publish_outputs(
-            output, overwrite, lambda folder: write_outputs(folder, path, shape, seg, segmenter.source, summary)
-        )
-    except (InputError, MeshError, FileNotFoundError, ValueError, OSError) as err:
-        message = " ".join(str(err).split())  # one line, whatever the exception held
-        print(f"{APP}: {message}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
-
-
 __all__ = [
     "InputError",
     "Segmentation",
     "Segmenter",
     "Shape",
-    "check_output",
     "estimate_normals",
-    "main",
-    "publish_outputs",
     "read_shape",
     "resolve_checkpoint",
     "segment_faces",
+    "summarise",
+    "write_outputs",
 ]

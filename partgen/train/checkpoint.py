@@ -42,12 +42,11 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
 from partgen.models.io import CONFIG as MODEL_CONFIG
+from partgen.models.io import EMA_WEIGHTS, save_model
 from partgen.models.io import WEIGHTS as MODEL_WEIGHTS
-from partgen.models.io import save_model
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-EMA_WEIGHTS = "ema.safetensors"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 TRAINER_STATE = "trainer.json"

@@ -56,8 +56,8 @@ def _section(cfg: DictConfig, key: str, hint: str) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as cfg says (one process, or one of torchrun's); see the module docstring."""
     trainer_cfg = TrainerConfig.from_config(cfg.trainer)
-    model_cfg = _section(cfg, "model", "pick a model (model=NAME or an experiment)")
     task_cfg = _section(cfg, "task", "pick an experiment (experiment=NAME) that names a task")
+    model_cfg = _section(cfg, "model", "pick a model (model=NAME or an experiment)")
     try:
         check_config(model_cfg, "model config")
         check_config(task_cfg, "task config")

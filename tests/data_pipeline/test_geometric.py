@@ -115,7 +115,7 @@ def test_face_parts_dispatch_and_learned_hook(tmp_path):
     assert source == "geometric" and len(names) == 3 == len(np.unique(labels))
     with pytest.raises(ValueError, match="unknown parts.method"):
         face_parts(mesh, vertices, "magic")
-    with pytest.raises(NotImplementedError, match="issue #5"):
+    with pytest.raises(ValueError, match="parts.segmenter=partgen.no_such_module:segment: cannot import it"):
         learned_face_parts(vertices, faces, segmenter="partgen.no_such_module:segment")
     # a registered segmenter is what parts.method=learned calls
     register_learned_segmenter("test:halves", _halves)

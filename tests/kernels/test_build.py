@@ -1,15 +1,20 @@
-"""Building and loading the compiled ops: required on CI, switchable off, cached per machine."""
+"""Building and loading the compiled ops: required wherever a compiler is, switchable off, cached per machine."""
 
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from partgen.kernels import build, native_available
 
 
+@pytest.mark.skipif(bool(os.environ.get("PARTGEN_NO_NATIVE")), reason="PARTGEN_NO_NATIVE is set: no build asked")
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no c++ compiler: the reference serves")
 def test_cpu_op_builds_where_a_compiler_is_present():
     loaded, why_not = native_available("cpu")
-    assert loaded or not os.environ.get("CI"), why_not  # CI machines have g++ and ninja
+    assert loaded, why_not  # a compiler is here (and ninja comes with partgen): a failed build is a bug
 
 
 def test_no_native_switch_uses_the_dispatcher_fallback():

@@ -3,8 +3,6 @@
 Precision rule (flash-attention's): err(op, ref64) <= 2 * err(reference in op's dtype, ref64) + eps.
 """
 
-import logging
-
 import pytest
 import torch
 
@@ -42,13 +40,13 @@ def check_against_reference(q, k, v, groups, kv_groups, dtype, grads=True):
     """Forward (and gradients) of the native op in dtype vs the reference in fp64 and in dtype."""
     w = torch.randn(q.shape[0], q.shape[1], v.shape[2], dtype=torch.float64)
     results = {}
-    for name, impl, dt in (
-        ("ref64", "reference", torch.float64),
-        ("reflow", "reference", dtype),
-        ("op", "native", dtype),
+    for name, fn, dt in (
+        ("ref64", part_attention_reference, torch.float64),
+        ("reflow", part_attention_reference, dtype),
+        ("op", part_attention, dtype),
     ):
         inputs = [t.detach().to(dt).requires_grad_(grads) for t in (q, k, v)]
-        out = part_attention(*inputs, groups, kv_groups, impl=impl)
+        out = fn(*inputs, groups, kv_groups)
         if grads:
             (out * w.to(dt)).sum().backward()
         results[name] = [out.detach().double()] + ([t.grad.double() for t in inputs] if grads else [])
@@ -99,11 +97,11 @@ def test_non_contiguous_inputs():
         b[:, ::2, 1::2] = t.float()
     views = [b[:, ::2, 1::2] for b in big]  # strided in every dim, last dim too
     assert not views[0].is_contiguous()
-    out = part_attention(*views, groups, impl="native")
+    out = part_attention(*views, groups)
     ref = part_attention_reference(q, k, v, groups)
     assert (out.double() - ref).abs().max() < 1e-5
     heads_view = [b[:, ::2, :32] for b in big]  # strided heads, contiguous last dim: read in place
-    out = part_attention(*heads_view, groups, impl="native")
+    out = part_attention(*heads_view, groups)
     torch.testing.assert_close(
         out, part_attention_reference(*(t.float() for t in heads_view), groups), rtol=1e-5, atol=1e-5
     )
@@ -114,7 +112,7 @@ def test_deterministic():
     runs = []
     for _ in range(2):
         inputs = [t.float().requires_grad_(True) for t in (q, k, v)]
-        out = part_attention(*inputs, groups, impl="native")
+        out = part_attention(*inputs, groups)
         out.square().sum().backward()
         runs.append([out.detach()] + [t.grad for t in inputs])
     for a, b in zip(*runs, strict=True):
@@ -128,18 +126,18 @@ def test_no_nan_with_equal_or_huge_logits():
     for fill in (0.0, 1e4):
         q = torch.full((n, 2, 16), fill, requires_grad=True)
         k = torch.full((n, 2, 16), fill, requires_grad=True)
-        out = part_attention(q, k, v, groups, impl="native")
+        out = part_attention(q, k, v, groups)
         out.sum().backward()
         assert torch.isfinite(out).all() and torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
         torch.testing.assert_close(out[0], v[torch.arange(n) % 3 == 0].mean(0), rtol=1e-5, atol=1e-5)
     q = torch.randn(n, 2, 16) * 1e3  # very large, unequal logits: a hard max, still finite
-    out = part_attention(q, q, v, groups, impl="native")
+    out = part_attention(q, q, v, groups)
     assert torch.isfinite(out).all()
 
 
 def test_custom_scale():
     q, k, v, groups, _ = make_case(120, 2, 16)
-    out = part_attention(q.float(), k.float(), v.float(), groups, scale=0.05, impl="native")
+    out = part_attention(q.float(), k.float(), v.float(), groups, scale=0.05)
     torch.testing.assert_close(
         out.double(), part_attention_reference(q, k, v, groups, scale=0.05), rtol=1e-5, atol=1e-5
     )
@@ -202,17 +200,11 @@ def test_bad_inputs_raise_value_error_naming_the_problem(mutate, message):
         part_attention(*mutate(q, k, v, g))
 
 
-def test_falls_back_to_reference_with_a_debug_line(monkeypatch, caplog):
+def test_fails_naming_why_when_the_op_cannot_run(monkeypatch):
+    """No fallback here: the dispatcher (partgen.nn.attention) chooses another backend."""
+    q, k, v, groups, _ = make_case(30, 2, 8)
+    with pytest.raises(RuntimeError, match="cannot run: dtype torch.float64 is not supported"):
+        part_attention(q, k, v, groups)
     monkeypatch.setattr(build, "load_cpu_op", lambda: (False, "no c++ to build the CPU op"))
-    q, k, v, groups, _ = make_case(30, 2, 8)
-    with caplog.at_level(logging.DEBUG, logger="partgen.kernels.ops"):
-        out = part_attention(q, k, v, groups)
-    assert "no c++ to build the CPU op" in caplog.text and "using the reference" in caplog.text
-    torch.testing.assert_close(out, part_attention_reference(q, k, v, groups))
     with pytest.raises(RuntimeError, match="cannot run: no c\\+\\+"):
-        part_attention(q.float(), k.float(), v.float(), groups, impl="native")
-
-
-def test_float64_goes_to_the_reference():
-    q, k, v, groups, _ = make_case(30, 2, 8)
-    torch.testing.assert_close(part_attention(q, k, v, groups), part_attention_reference(q, k, v, groups))
+        part_attention(q.float(), k.float(), v.float(), groups)

@@ -1,12 +1,14 @@
 """Rectified flow helpers, the image encoder and LayoutFlow: exact sampling on straight paths,
 guidance, set-permutation equivariance, the null image, save/load, image input handling."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from partgen.diffusion.flow import guided, interpolate, logit_normal_timesteps, sample
+from partgen.diffusion.flow import guided, interpolate, logit_normal_timesteps, sample, sample_sets
 from partgen.models.image_encoder import ImageError, ViTEncoder, image_tensor, load_image
 from partgen.models.io import load_model, save_model
 from partgen.models.layout_flow import LayoutFlow
@@ -89,6 +91,15 @@ def test_velocity_is_equivariant_to_the_set_order_and_reads_the_image():
         model(x, cu, torch.rand(3), images=images)
 
 
+def generate(model, images, num_latents, steps=3, seed=5):
+    """B images -> latents (B L, C), cu_seqlens: the pipelines' sampling (diffusion.flow.sample_sets)."""
+    cu = cu_seqlens_from_lengths([num_latents] * images.shape[0])
+    context = model.encode_images(images)
+    x = sample_sets(functools.partial(model, context=context), cu, model.latent_channels, 3.0, steps=steps,
+                    generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return model.unstandardise(x), cu
+
+
 def test_gradients_generation_and_save_load(tmp_path):
     model = tiny()
     x, cu = torch.randn(12, 4), cu_seqlens_from_lengths([6, 6])
@@ -99,16 +110,16 @@ def test_gradients_generation_and_save_load(tmp_path):
     model.eval()
     model.set_latent_stats(torch.randn(100, 4) * 3 + 1)
     images = torch.rand(1, 3, 32, 32)
-    a, cu_a = model.generate(images, 9, steps=3, generator=torch.Generator().manual_seed(5))
-    b, _ = model.generate(images, 9, steps=3, generator=torch.Generator().manual_seed(5))
+    a, cu_a = generate(model, images, 9)
+    b, _ = generate(model, images, 9)
     assert a.shape == (9, 4) and cu_a.tolist() == [0, 9] and torch.equal(a, b)
     save_model(tmp_path / "flow", model, CONFIG)
     loaded = load_model(tmp_path / "flow").eval()
     assert torch.equal(loaded.latent_std, model.latent_std)  # the statistics travel with the weights
-    c, _ = loaded.generate(images, 9, steps=3, generator=torch.Generator().manual_seed(5))
+    c, _ = generate(loaded, images, 9)
     assert torch.equal(a, c)
     # a set's sample does not depend on what shares its batch: the first of three is the one alone
-    many, cu_many = model.generate(images.expand(3, -1, -1, -1), 9, steps=3, generator=torch.Generator().manual_seed(5))
+    many, cu_many = generate(model, images.expand(3, -1, -1, -1), 9)
     assert cu_many.tolist() == [0, 9, 18, 27] and torch.allclose(many[:9], a, atol=1e-5)
     assert not torch.allclose(many[9:18], a, atol=1e-3)
 
@@ -139,32 +150,6 @@ def test_images_of_every_kind_become_rgb_on_white(tmp_path):
         ViTEncoder(image_size=30, patch_size=8)
 
 
-def test_a_moment_conditioned_flow_follows_the_moments_it_is_given():
-    model = tiny(moment_head=True, moment_condition=True).eval()
-    x, cu, t = torch.randn(12, 4), cu_seqlens_from_lengths([7, 5]), torch.tensor([0.3, 0.8])
-    images = torch.rand(2, 3, 32, 32)
-    given = torch.randn(2, 8)
-    with torch.no_grad():
-        v, predicted = model(x, cu, t, images=images, moments=True)
-        assert predicted.shape == (2, 8)
-        # without shape_moments the flow is conditioned on its own prediction
-        assert torch.allclose(model(x, cu, t, images=images, shape_moments=predicted), v, atol=1e-6)
-        moved = given.clone()
-        moved[1] += 1.0
-        a, b = model(x, cu, t, images=images, shape_moments=given), model(x, cu, t, images=images, shape_moments=moved)
-        assert torch.allclose(a[:7], b[:7], atol=1e-6) and not torch.allclose(a[7:], b[7:], atol=1e-3)
-        # a dropped image drops its moments too (the unconditional branch of guidance)
-        drop = torch.tensor([True, True])
-        assert torch.allclose(
-            model(x, cu, t, images=images, drop=drop, shape_moments=given),
-            model(x, cu, t, images=images, drop=drop, shape_moments=moved),
-        )
-    with pytest.raises(ValueError, match=r"shape_moments must be \(2, 8\)"):
-        model(x, cu, t, images=images, shape_moments=torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="needs moment_head"):
-        LayoutFlow(ViTEncoder(32, 8, 32, 1, 4), latent_channels=4, width=32, heads=4, moment_condition=True)
-
-
 def test_the_cnn_encoder_gives_one_token_per_patch_from_its_own_image():
     from partgen.models.image_encoder import CNNEncoder
 
@@ -187,3 +172,17 @@ def test_the_cnn_encoder_gives_one_token_per_patch_from_its_own_image():
     for size, patch in ((30, 8), (32, 6), (32, 1)):
         with pytest.raises(ValueError, match="power of 2"):
             CNNEncoder(image_size=size, patch_size=patch)
+
+
+def test_the_dinov2_encoder_names_its_extra_or_its_missing_weights(tmp_path):
+    """DinoV2Encoder needs transformers, an optional extra (partgen[pretrained]), and local weights."""
+    import importlib.util
+
+    from partgen.models.image_encoder import DinoV2Encoder
+
+    if importlib.util.find_spec("transformers") is None:
+        with pytest.raises(ImportError, match=r"pip install -e '\.\[pretrained\]'"):
+            DinoV2Encoder(str(tmp_path))
+    else:
+        with pytest.raises(FileNotFoundError, match="no DINOv2 weights"):
+            DinoV2Encoder(str(tmp_path))

@@ -3,6 +3,7 @@ what they hold, images it accepts (RGB, RGBA, greyscale) and refuses (one line, 
 written), model sets that are incomplete or name classes outside partgen, and the pieces
 (voxel parts, the icon camera, decimation)."""
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -11,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 from PIL import Image
 
+from conftest import assert_python_defaults
+from partgen.cli import run_generate
 from partgen.pipelines.generate import (
     DEFAULT_MODELS,
     STAGES,
     PartGenerator,
     icon_projection,
-    main,
     merge_small_parts,
     resolve_models,
     simplify,
@@ -27,6 +29,7 @@ from partgen.pipelines.generate import (
     unique_names,
     voxel_parts,
 )
+from partgen.pipelines.layout import LayoutGenerator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 TRAINING_ICON = sorted(p for p in EXAMPLES.glob("*.png") if not p.name.startswith("scopia"))[0]
@@ -38,8 +41,14 @@ def _one_thread():
 
 
 def config(image, output, **kw):
-    return OmegaConf.create({"image": str(image), "output": str(output), "checkpoint": None, "seed": 0,
-                             "steps": 4, "cfg": 3.0, "progress": False} | kw)  # fmt: skip
+    """conf/generate.yaml as partgen-generate composes it, shrunk to 4 stage-2 steps, with overrides."""
+    overrides = {"image": image, "output": output, "steps": 4, "progress": "false"} | kw
+    with initialize_config_module(config_module="partgen.conf", version_base="1.3"):
+        return compose(config_name="generate", overrides=[f"{k}={v}" for k, v in overrides.items()])
+
+
+def main(cfg):
+    return run_generate(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +56,19 @@ def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "out"
     assert main(config(TRAINING_ICON, out)) == 0
     return out
+
+
+def test_python_defaults_are_the_generate_config():
+    """conf/generate.yaml is the one source of generation's defaults: the CLI builds the pipeline from
+    its `pipeline:` node, and the Python API (from_folder, PartGenerator, LayoutGenerator) states
+    the same values."""
+    cfg = config("x.png", "out", steps=25)
+    assert cfg.pipeline._target_ == "partgen.pipelines.generate.PartGenerator.from_folder"
+    pipeline = assert_python_defaults(cfg.pipeline, PartGenerator.from_folder, PartGenerator)
+    stage1 = inspect.signature(LayoutGenerator).parameters
+    for key, name in [("layout_steps", "steps"), ("layout_guidance", "guidance"), ("coordinates", "coordinates"),
+                      ("anchor_band", "anchor_band"), ("dilation", "dilation")]:  # fmt: skip
+        assert stage1[name].default == pipeline[key], f"LayoutGenerator {name}"
 
 
 def test_outputs_hold_named_parts_and_a_report(generated):
@@ -190,3 +212,24 @@ def test_parts_are_merged_split_and_named():
     for g in range(len(sizes)):  # a group lies in one part and is a compact slab
         assert len(np.unique(merged[group == g])) == 1 and np.ptp(coords[group == g, 0]) <= 1
     assert unique_names(["leg", "leg_2", "top", "leg"]) == ["leg", "leg_2", "top", "leg_3"]
+
+
+def test_clean_mesh_drops_specks_and_smooths_bumps():
+    from partgen.eval.geometry import surface_metrics
+    from partgen.pipelines.generate import clean_mesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.4)
+    rng = np.random.default_rng(0)
+    bumpy = sphere.vertices * (1 + rng.normal(0, 0.02, (len(sphere.vertices), 1)))
+    speck = trimesh.creation.icosphere(subdivisions=0, radius=0.01)  # 20 faces, away from the sphere
+    vertices = np.concatenate([bumpy, speck.vertices + [0.0, 0.47, 0.0]])
+    faces = np.concatenate([sphere.faces, speck.faces + len(bumpy)])
+    v, f = clean_mesh(vertices, faces, min_component_faces=50, smooth_iterations=5)
+    assert len(f) == len(sphere.faces) and np.abs(v).max() <= 0.5  # the speck is gone
+    before = surface_metrics((vertices, faces), (sphere.vertices, sphere.faces), 5000)
+    after = surface_metrics((v, f), (sphere.vertices, sphere.faces), 5000)
+    assert after["normal_consistency"] > before["normal_consistency"] + 0.02
+    assert np.abs(np.linalg.norm(v, axis=1).mean() - 0.4) < 0.01  # Taubin keeps the size
+    # a part made of pieces that are all small keeps its largest; 0 turns each step off
+    assert len(clean_mesh(speck.vertices, speck.faces, 50, 0)[1]) == 20
+    assert np.array_equal(clean_mesh(vertices, faces, 0, 0)[1], faces)

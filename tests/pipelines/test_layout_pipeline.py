@@ -26,9 +26,9 @@ def models(anchored: bool) -> tuple[VecSetVAE, LayoutFlow]:
 
 def test_coordinates_from_the_surface_or_the_anchors():
     image = torch.rand(3, 32, 32)
-    options = {"steps": 2, "resolution": 32, "coarse": 8, "voxel_resolution": 16}
+    options = {"steps": 2, "guidance": 3.0, "resolution": 32, "coarse": 8, "voxel_resolution": 16}
     vae, flow = models(anchored=True)
-    surface = LayoutGenerator(vae, flow, **options)(image, seed=3)
+    surface = LayoutGenerator(vae, flow, coordinates="surface", dilation=1, **options)(image, seed=3)
     assert torch.equal(surface.voxels, occupancy_to_voxels(surface.grid, 16, 1))
     anchors = LayoutGenerator(vae, flow, coordinates="anchors", anchor_band=1, **options)
     layout = anchors(image, seed=3)

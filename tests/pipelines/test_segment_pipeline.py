@@ -8,25 +8,30 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 from safetensors.torch import save_file
 
 import partgen.pipelines.segment as segment
+from conftest import assert_python_defaults
+from partgen.cli import run_segment
 from partgen.data_pipeline.parts import learned_face_parts
 from partgen.data_pipeline.taxonomy import CLASSES
 from partgen.models.io import save_model
-from partgen.pipelines.segment import Segmenter, main, read_shape, resolve_checkpoint
+from partgen.pipelines.segment import Segmenter, read_shape, resolve_checkpoint
 
 MODEL = {
     "_target_": "partgen.models.point_transformer.PointSegmenter",
-    "backbone": "vector",
+    "backbone": {
+        "_target_": "partgen.models.point_transformer.PointTransformerSeg",
+        "_partial_": True,
+        "widths": [16, 32],
+        "encoder_blocks": [1, 1],
+        "decoder_blocks": [1, 1],
+        "neighbours": [8, 8],
+    },
     "num_classes": len(CLASSES),
     "embed_dim": 8,
     "use_normals": True,
-    "widths": [16, 32],
-    "encoder_blocks": [1, 1],
-    "decoder_blocks": [1, 1],
-    "neighbours": [8, 8],
 }
 FAST = {"num_samples": 1500, "points_per_pass": 500}  # small enough for a test, several passes per shape
 
@@ -63,11 +68,26 @@ def two_boxes() -> trimesh.Trimesh:
 
 
 def config(tmp_path, input, checkpoint, **extra):
-    return OmegaConf.create(
-        {"input": str(input), "output": str(tmp_path / "out"), "checkpoint": str(checkpoint), "num_parts": None}
-        | FAST
-        | extra
-    )
+    """conf/segment.yaml as partgen-segment composes it, with these overrides."""
+    overrides = {"input": input, "output": tmp_path / "out", "checkpoint": checkpoint} | FAST | extra
+    return compose_segment([f"{k}={v}" for k, v in overrides.items()])
+
+
+def main(cfg):
+    return run_segment(cfg)
+
+
+def test_python_defaults_are_the_segment_config(tmp_path):
+    """conf/segment.yaml is the one source of the segmenter's defaults: the CLI builds the Segmenter
+    from its `pipeline:` node and the Python API states the same values."""
+    cfg = compose_segment(["input=x.obj", "output=out"])
+    assert cfg.pipeline._target_ == "partgen.pipelines.segment.Segmenter.from_checkpoint"
+    assert_python_defaults(cfg.pipeline, Segmenter.from_checkpoint, Segmenter)
+
+
+def compose_segment(overrides):
+    with initialize_config_module(config_module="partgen.conf", version_base="1.3"):
+        return compose(config_name="segment", overrides=overrides)
 
 
 def test_checkpoints_resolve_to_the_newest_step_with_ema_weights(checkpoint, tmp_path, monkeypatch):

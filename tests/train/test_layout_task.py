@@ -162,8 +162,7 @@ def test_set_moments_are_each_sets_mean_and_std():
     assert torch.allclose(moments, torch.stack(expected), atol=1e-5)
 
 
-@pytest.mark.parametrize("condition", [False, True], ids=["auxiliary", "conditioning"])
-def test_the_moment_head_learns_the_sets_moments_and_evaluate_scores_generation(setup, condition):
+def test_the_moment_head_learns_the_sets_moments_and_evaluate_scores_generation(setup):
     anchored = VAE | {"anchored": True}
     torch.manual_seed(0)
     save_model(setup / "vae_anchored", instantiate(anchored), anchored)
@@ -179,7 +178,7 @@ def test_the_moment_head_learns_the_sets_moments_and_evaluate_scores_generation(
     )
     train = task.train_dataset()
     torch.manual_seed(0)
-    model = instantiate(FLOW | {"latent_channels": 7, "moment_head": True, "moment_condition": condition})
+    model = instantiate(FLOW | {"latent_channels": 7, "moment_head": True})
     task.prepare(model)
     with pytest.raises(ValueError, match="no moment head"):
         instantiate(FLOW)(

@@ -114,19 +114,3 @@ def test_record_errors_name_the_record(records):
         task.train_dataset()
     with pytest.raises(FileNotFoundError, match="slat_vae"):
         PartDiTTask(records / "data", records / "nothing", image_size=32).train_dataset()
-
-
-def test_band_items_carry_the_band_voxels_and_their_parts(tmp_path):
-    rows = [write_ball(tmp_path / "data", f"default-{i:04d}-ball", 0.25 + 0.04 * i, band=1) for i in range(3)]
-    for row in rows:
-        write_icon(tmp_path / "data" / row["record"])
-    (tmp_path / "data" / "manifest-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    save_model(tmp_path / "slat", SLatVAE(**{k: v for k, v in SLAT.items() if k != "_target_"}), SLAT)
-    surface = PartDiTTask(tmp_path / "data", tmp_path / "slat", image_size=32, val_fraction=0.0, max_voxels=None)
-    band = PartDiTTask(
-        tmp_path / "data", tmp_path / "slat", image_size=32, val_fraction=0.0, max_voxels=None, band=True
-    )
-    for a, b in zip(surface.train_dataset().voxels, band.train_dataset().voxels, strict=True):
-        assert 2 * len(a) < len(b) and torch.equal(b.coords[: len(a)], a.coords)
-        # band voxels take the part of the nearest surface voxel: both halves of the ball keep growing
-        assert bool((torch.bincount(b.part) > 1.5 * torch.bincount(a.part)).all())

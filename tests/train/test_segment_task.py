@@ -1,6 +1,7 @@
 """SegmentTask on tiny fake records: datasets and splits, a finite loss with gradients, a loss that
 falls under a few dozen optimiser steps, bounded validation metrics, and the adjusted Rand index."""
 
+import functools
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from partgen.data_pipeline.datasets import split_of
 from partgen.data_pipeline.taxonomy import CLASSES, NUM_CLASSES
-from partgen.models.point_transformer import PointSegmenter
+from partgen.models.point_transformer import PointSegmenter, PointTransformerSeg
 from partgen.train.tasks.segment import SegmentTask
 
 NAMES = ("Seat", "Pied_1", "Cube.001")  # seat, leg, unclassed
@@ -70,17 +71,15 @@ def records(tmp_path):
 
 def tiny_model(seed=0) -> PointSegmenter:
     torch.manual_seed(seed)
-    return PointSegmenter(
-        "vector",
-        num_classes=NUM_CLASSES,
-        embed_dim=8,
-        use_normals=True,
+    backbone = functools.partial(
+        PointTransformerSeg,
         widths=(16, 32),
         encoder_blocks=(1, 1),
         decoder_blocks=(1, 1),
         neighbours=(8, 8),
         norm="layer",
     )
+    return PointSegmenter(backbone, num_classes=NUM_CLASSES, embed_dim=8, use_normals=True)
 
 
 def make_task(records, mode="both", **extra) -> SegmentTask:

@@ -9,7 +9,7 @@ import torch
 import trimesh
 
 from partgen.data_pipeline.datasets import BlockRecords, RecordError
-from partgen.data_pipeline.samples import block_sdf, stage2_blocks
+from partgen.data_pipeline.samples import block_sdf
 from partgen.data_pipeline.voxelize import voxelize_surface
 from partgen.models.slat_vae import SLatVAE
 from partgen.train.tasks.slat import SLatTask
@@ -22,7 +22,7 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def write_ball(out, key, radius, blocks=True, band=0):
+def write_ball(out, key, radius, blocks=True):
     rec = out / "records" / key
     rec.mkdir(parents=True)
     mesh = trimesh.creation.icosphere(subdivisions=3, radius=radius)
@@ -31,11 +31,7 @@ def write_ball(out, key, radius, blocks=True, band=0):
     part = (coords[:, 0] >= RES // 2).astype(np.int16)
     np.savez(rec / "voxels.npz", coords=coords.astype(np.int16), part=part)
     counts = {"voxels": len(coords)}
-    if blocks and band:
-        arrays = stage2_blocks(v, f, coords, part, RES, SUB, band)
-        np.savez(rec / "sdf_blocks.npz", **arrays)
-        counts["band_voxels"] = len(arrays["band_coords"])
-    elif blocks:
+    if blocks:
         np.savez(rec / "sdf_blocks.npz", values=block_sdf(v, f, coords, RES, SUB).astype(np.float16), subdiv=SUB)
     np.savez(rec / "mesh.npz", vertices=v.astype(np.float32), faces=f.astype(np.int32))
     np.savez(
@@ -88,38 +84,3 @@ def test_missing_blocks_and_voxel_caps(records, tmp_path):
     with pytest.raises(RecordError, match=r"default-0100-ball: sdf_blocks.npz is missing \(annotate with block_subdiv"):
         BlockRecords(tmp_path / "other", split="all")[0]
     assert len(BlockRecords(records, split="all", max_voxels=1)) == 0
-
-
-def test_band_items_train_a_decoder_that_leaves_band_voxels_empty(tmp_path):
-    rows = [write_ball(tmp_path, f"default-{i:04d}-ball", 0.25 + 0.04 * i, band=1) for i in range(5)]
-    rows.append(write_ball(tmp_path, "default-0009-ball", 0.3))  # blocks but no band: left out
-    (tmp_path / "manifest-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    surface = BlockRecords(tmp_path, split="all")
-    banded = BlockRecords(tmp_path, split="all", band=True)
-    assert len(surface) == 6 and len(banded) == 5
-    x, key = banded[0]
-    y, _ = surface[[r.key for r in surface.records].index(key)]
-    meta = json.loads((tmp_path / "records" / key / "meta.json").read_text())
-    assert len(x) == meta["counts"]["voxels"] + meta["counts"]["band_voxels"] and len(y) == meta["counts"]["voxels"]
-    assert torch.equal(x.feats[: len(y)], y.feats) and torch.equal(x.coords[: len(y)], y.coords)
-    assert len(torch.unique(x.linear_index())) == len(x) and x.part.shape == (len(x),)
-    assert len(BlockRecords(tmp_path, split="all", band=True, max_voxels=len(y))) < 5  # the cap counts the band
-
-    task = SLatTask(tmp_path, val_fraction=0.3, eval_mesh_shapes=1, compare_points=2000, band=True)
-    torch.manual_seed(0)
-    model = SLatVAE(subdiv=SUB, latent_channels=4, width=32, heads=4, encoder_depth=1, decoder_depth=1, window_size=4)
-    opt = torch.optim.AdamW(model.parameters(), 3e-3)
-    ds = task.train_dataset()
-    for step in range(60):
-        loss, _ = task.training_step(model, task.collate([ds[(2 * step + i) % len(ds)] for i in range(2)]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    metrics = task.evaluate(model.eval())
-    assert metrics["sign_accuracy"] > 0.9 and metrics["chamfer"] < 0.1
-    x, key = task.val_dataset()[0]
-    n = json.loads((tmp_path / "records" / key / "meta.json").read_text())["counts"]["voxels"]
-    with torch.no_grad():
-        values = model(x, sample_posterior=False)["values"]
-    cut = (values < 0).any(1) & (values > 0).any(1)  # voxels the decoded surface passes through
-    assert cut[:n].float().mean() > 0.8 and cut[n:].float().mean() < 0.2

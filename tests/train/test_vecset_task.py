@@ -47,8 +47,7 @@ def test_missing_volume_samples_name_the_record_and_the_fix(tmp_path):
 def test_the_shell_target_keeps_open_sheets():
     task = VecSetTask("unused", shell=0.01)
     sdf = torch.tensor([-0.2, 0.005, 0.02])  # inside, on an open sheet (never "inside"), outside
-    assert task.target(sdf, "occupancy").tolist() == [1.0, 1.0, 0.0]
-    assert task.target(sdf, "sdf").tolist() == pytest.approx([-0.05, -0.005, 0.01])
+    assert task.target(sdf).tolist() == [1.0, 1.0, 0.0]
 
 
 def test_training_lowers_the_loss_and_evaluation_is_bounded(records):

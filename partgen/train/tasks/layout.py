@@ -35,6 +35,7 @@ extents). loss_null - loss > 0 and extent_r > 0 say the model reads the image.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -43,7 +44,7 @@ import torch
 from torch import nn
 
 from partgen.data_pipeline.datasets import RecordError, ShapeRecords
-from partgen.diffusion.flow import interpolate
+from partgen.diffusion.flow import interpolate, sample_sets
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import set_moments
@@ -53,6 +54,9 @@ from partgen.train.distributed import unwrap
 from partgen.train.tasks.flow import FlowMatchingTask
 
 VAE_HINT = "train the VAE first: partgen-train experiment=layout_vae hydra.run.dir=runs/layout_vae"
+EVAL_GUIDANCE = (
+    3.0  # classifier-free guidance of the generations evaluate scores (conf/experiment/layout_flow.yaml: cfg 3)
+)
 
 
 class LatentImagePairs(torch.utils.data.Dataset):
@@ -152,8 +156,8 @@ class LayoutFlowTask(FlowMatchingTask):
     eval_sample_steps: Euler steps of the generation evaluate scores (0: none)
     """
 
-    # validation scores the flow alone, on the moments it predicts itself (no teacher forcing)
-    eval_runs = {"loss": (False, {"aux": False, "teach": False}), "loss_null": (True, {"aux": False, "teach": False})}
+    # validation scores the flow alone (the moment head has its own figure, moment_mse)
+    eval_runs = {"loss": (False, {"aux": False}), "loss_null": (True, {"aux": False})}
 
     def __init__(
         self,
@@ -277,10 +281,9 @@ class LayoutFlowTask(FlowMatchingTask):
         noise: torch.Tensor,
         drop: torch.Tensor,
         aux: bool = True,
-        teach: bool = True,
     ) -> torch.Tensor:
         """The flow-matching MSE, plus (aux) moment_weight x the moment MSE of the shapes that see
-        their image. A moment_condition flow sees the true moments (teach) or its predicted ones."""
+        their image."""
         device = next(model.parameters()).device
         flow = unwrap(model)
         x0 = flow.standardise(batch["latents"].to(device))
@@ -288,12 +291,11 @@ class LayoutFlowTask(FlowMatchingTask):
         rows = torch.repeat_interleave(t.to(device), (cu[1:] - cu[:-1]).long())
         x_t, target = interpolate(x0, noise.to(device), rows)
         images, drop = batch["images"].to(device), drop.to(device)
-        true_moments = set_moments(x0, cu)
-        given = true_moments if teach and flow.moment_embed is not None else None
         if not (aux and self.moment_weight > 0):
-            v = model(x_t, cu, t.to(device), images=images, drop=drop, shape_moments=given)
+            v = model(x_t, cu, t.to(device), images=images, drop=drop)
             return torch.mean((v.float() - target) ** 2)
-        v, predicted = model(x_t, cu, t.to(device), images=images, drop=drop, moments=True, shape_moments=given)
+        true_moments = set_moments(x0, cu)
+        v, predicted = model(x_t, cu, t.to(device), images=images, drop=drop, moments=True)
         seen = ~drop
         moment = torch.mean((predicted[seen].float() - true_moments[seen]) ** 2) if bool(seen.any()) else 0.0
         return torch.mean((v.float() - target) ** 2) + self.moment_weight * moment
@@ -329,7 +331,17 @@ class LayoutFlowTask(FlowMatchingTask):
             for batch in batches:
                 cu = batch["cu_seqlens"]
                 length = int(cu[1] - cu[0])
-                z, gcu = flow.generate(batch["images"].to(device), length, steps=self.eval_sample_steps, generator=g)
+                images = batch["images"].to(device)
+                gcu = cu_seqlens_from_lengths([length] * images.shape[0], device=device)
+                x = sample_sets(
+                    functools.partial(flow, context=flow.encode_images(images)),
+                    gcu,
+                    flow.latent_channels,
+                    EVAL_GUIDANCE,
+                    steps=self.eval_sample_steps,
+                    generator=g,
+                )
+                z = flow.unstandardise(x)
                 true.append(set_moments(batch["latents"].float(), cu)[:, flow.latent_channels :])
                 generated.append(set_moments(z.float().cpu(), gcu.cpu())[:, flow.latent_channels :])
             r = column_correlation(torch.cat(true), torch.cat(generated))

@@ -99,10 +99,6 @@ class PartDiTTask(FlowMatchingTask):
     t_mean, t_std:  of the logit-normal timestep distribution
     eval_max_shapes, eval_batch_size: validation size
     limit:          at most this many training shapes (the first by key)
-    band:           the surface voxels and the band round them (BlockRecords band=True): stage 2
-                    learns to place the surface inside a thicker set of coordinates, what stage 1's
-                    anchors give it (give the model local_convs: attention alone cannot find the
-                    band's middle; conf/experiment/part_dit_band.yaml has the figures)
     """
 
     def __init__(
@@ -120,7 +116,6 @@ class PartDiTTask(FlowMatchingTask):
         eval_max_shapes: int = 8,
         eval_batch_size: int = 2,
         limit: int | None = None,
-        band: bool = False,
     ):
         if not 0.0 <= drop_image < 1.0:
             raise ValueError(f"drop_image must lie in [0, 1), got {drop_image}")
@@ -131,7 +126,6 @@ class PartDiTTask(FlowMatchingTask):
         self.t_mean, self.t_std = float(t_mean), float(t_std)
         self.eval_max_shapes, self.eval_batch_size = int(eval_max_shapes), int(eval_batch_size)
         self.limit = None if limit is None else int(limit)
-        self.band = bool(band)
         self._vae: SLatVAE | None = None
         self._data: dict[str, LatentVoxels] = {}
 
@@ -146,7 +140,7 @@ class PartDiTTask(FlowMatchingTask):
     def data(self, split: Literal["train", "val"]) -> LatentVoxels:
         if split in self._data:
             return self._data[split]
-        ds = BlockRecords(self.records, split, self.val_fraction, self.seed, self.max_voxels, band=self.band)
+        ds = BlockRecords(self.records, split, self.val_fraction, self.seed, self.max_voxels)
         cap = self.eval_max_shapes if split == "val" else self.limit
         count = len(ds) if cap is None else min(cap, len(ds))
         vae = self.vae()

@@ -40,9 +40,6 @@ class SLatTask:
     eval_max_shapes:  validation shapes (the first by key); eval_mesh_shapes of them also get meshed
     level:            the level set the meshes are cut at (voxel units; see blocks_to_mesh)
     limit:            at most this many training shapes
-    band:             train on the surface voxels and the band round them (BlockRecords band=True):
-                      the decoder learns to leave voxels without surface empty, as stage 2 must
-                      when stage 1's coordinates are a thicker guess
     """
 
     def __init__(
@@ -57,10 +54,8 @@ class SLatTask:
         compare_points: int = 10000,
         level: float = 0.0,
         limit: int | None = None,
-        band: bool = False,
     ):
         self.records, self.val_fraction, self.seed = records, float(val_fraction), int(seed)
-        self.band = bool(band)
         self.max_voxels = None if max_voxels is None else int(max_voxels)
         self.kl_weight, self.level = float(kl_weight), float(level)
         self.eval_max_shapes, self.eval_mesh_shapes = int(eval_max_shapes), int(eval_mesh_shapes)
@@ -70,7 +65,7 @@ class SLatTask:
 
     def _records(self, split: str, max_voxels: int | None) -> BlockRecords:
         try:
-            return BlockRecords(self.records, split, self.val_fraction, self.seed, max_voxels, band=self.band)
+            return BlockRecords(self.records, split, self.val_fraction, self.seed, max_voxels)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err}; {ANNOTATE_HINT}") from None
 

@@ -6,8 +6,7 @@ Each step encodes B shapes' surface samples (uniform + sharp-edge, partgen.data_
 .ShapeRecords), samples the KL posterior, and predicts Q volume queries per shape (near_fraction of
 them near the surface, the rest uniform in the padded cube):
 
-    occupancy output:  binary cross-entropy against  inside = sdf < shell
-    sdf output:        L1 against  clamp(sdf - shell, -truncation, truncation)
+    reconstruction = binary cross-entropy of the occupancy logits against  inside = sdf < shell
     loss = reconstruction + kl_weight * KL
 
 Why `shell`: many Sweet Home 3D models are open sheets (a table top as one quad layer, curtains,
@@ -46,7 +45,6 @@ class VecSetTask:
     num_queries:      volume queries per training shape; near_fraction of them near the surface
     val_fraction, seed: the split (a seeded hash of each asset key, as every partgen task)
     shell:            the target is the inside grown by this distance (see the module docstring)
-    truncation:       of the signed distance, for models with output="sdf"
     kl_weight:        weight of the KL term
     eval_max_shapes:  validation reads at most this many val shapes (the first by key); 0: none
     eval_queries:     volume queries per validation shape (a fixed subset per shape)
@@ -65,7 +63,6 @@ class VecSetTask:
         val_fraction: float = 0.1,
         seed: int = 0,
         shell: float = 1.0 / 128,
-        truncation: float = 0.05,
         kl_weight: float = 1e-4,
         eval_max_shapes: int = 32,
         eval_queries: int = 8192,
@@ -73,8 +70,8 @@ class VecSetTask:
         limit: int | None = None,
         augment: bool = False,
     ):
-        if shell < 0 or truncation <= 0 or kl_weight < 0:
-            raise ValueError(f"need shell >= 0, truncation > 0, kl_weight >= 0; got {shell}, {truncation}, {kl_weight}")
+        if shell < 0 or kl_weight < 0:
+            raise ValueError(f"need shell >= 0, kl_weight >= 0; got {shell}, {kl_weight}")
         if eval_max_shapes < 0 or eval_batch_size < 1:
             raise ValueError(
                 f"need eval_max_shapes >= 0, eval_batch_size >= 1; got {eval_max_shapes}, {eval_batch_size}"
@@ -82,7 +79,7 @@ class VecSetTask:
         self.records = records
         self.num_points, self.num_queries, self.near_fraction = int(num_points), int(num_queries), float(near_fraction)
         self.val_fraction, self.seed = float(val_fraction), int(seed)
-        self.shell, self.truncation, self.kl_weight = float(shell), float(truncation), float(kl_weight)
+        self.shell, self.kl_weight = float(shell), float(kl_weight)
         self.eval_max_shapes, self.eval_queries, self.eval_batch_size = (
             int(eval_max_shapes),
             int(eval_queries),
@@ -132,17 +129,12 @@ class VecSetTask:
 
     # --- objective --------------------------------------------------------------------------------
 
-    def target(self, sdf: torch.Tensor, output: str) -> torch.Tensor:
-        """What the model should predict at queries of signed distance sdf (module docstring)."""
-        if output == "occupancy":
-            return (sdf < self.shell).float()
-        return (sdf - self.shell).clamp(-self.truncation, self.truncation)
+    def target(self, sdf: torch.Tensor) -> torch.Tensor:
+        """The occupancy the model should predict at queries of signed distance sdf (module docstring)."""
+        return (sdf < self.shell).float()
 
-    def _reconstruction(self, values: torch.Tensor, sdf: torch.Tensor, output: str) -> torch.Tensor:
-        target = self.target(sdf, output)
-        if output == "occupancy":
-            return F.binary_cross_entropy_with_logits(values.float(), target)
-        return F.l1_loss(values.float(), target)
+    def _reconstruction(self, values: torch.Tensor, sdf: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(values.float(), self.target(sdf))
 
     def _forward(self, model: nn.Module, batch: ShapeBatch, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(model.parameters()).device
@@ -158,10 +150,9 @@ class VecSetTask:
         return out["values"], out["kl"]
 
     def training_step(self, model: nn.Module, batch: ShapeBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        output = unwrap(model).output
         values, kl = self._forward(model, batch, sample=True)
         sdf = batch.sdf.to(values.device)
-        recon = self._reconstruction(values, sdf, output)
+        recon = self._reconstruction(values, sdf)
         loss = recon + self.kl_weight * kl
         inside = unwrap(model).inside(values.detach())
         accuracy = (inside == (sdf < self.shell)).float().mean()
@@ -178,7 +169,7 @@ class VecSetTask:
             batch = self.collate([val[i] for i in range(start, min(start + self.eval_batch_size, len(val)))])
             values, _ = self._forward(model, batch, sample=False)
             sdf = batch.sdf.to(values.device)
-            recon += float(self._reconstruction(values, sdf, model.output))
+            recon += float(self._reconstruction(values, sdf))
             batches += 1
             pred, truth = model.inside(values), sdf < self.shell
             inter += float((pred & truth).sum())
