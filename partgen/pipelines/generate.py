@@ -44,7 +44,7 @@ import torch
 from partgen.diffusion.flow import sample_guided
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.io import choose_device, load_trained
-from partgen.models.part_dit import PartDiT, part_image_groups
+from partgen.models.part_dit import PartDiT, attention_groups, part_image_groups
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
@@ -156,23 +156,6 @@ def merge_small_parts(
     return out, [int(p) for p in kept]
 
 
-def split_large_parts(coords: np.ndarray, part: np.ndarray, max_group: int) -> np.ndarray:
-    """(V,) attention-group ids: parts of at most max_group voxels keep one group, larger ones are cut
-    into ceil(n / max_group) slabs of consecutive voxels in x-major order (spatially compact). Stage 2
-    then attends within groups of the size its training parts had, whatever the layout's parts."""
-    group = np.empty(len(part), np.int64)
-    next_id = 0
-    for p in range(int(part.max()) + 1):
-        idx = np.nonzero(part == p)[0]
-        if len(idx) == 0:
-            continue
-        chunks = -(-len(idx) // max_group)
-        order = idx[np.lexsort(coords[idx].T[::-1])]  # x, then y, then z
-        group[order] = next_id + np.arange(len(order)) * chunks // len(order)
-        next_id += chunks
-    return group
-
-
 def simplify(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray]:
     """The mesh with at most max_faces triangles (open3d's quadric decimation), or as it is."""
     if len(faces) <= max_faces:
@@ -272,7 +255,7 @@ class PartGenerator:
     segment_faces: the layout surface is decimated to at most this many faces before it is cut
     max_tokens: a layout with more voxels (stage-2 tokens) is refused (GenerationError) in seconds rather
                 than sampled for many minutes
-    max_group:  stage 2 attends within groups of at most this many voxels (split_large_parts)
+    max_group:  stage 2 attends within groups of at most this many voxels (partgen.models.part_dit.attention_groups)
     level:      the level set of the decoded blocks (voxel units)
     mesh_subdiv: mesh cells per voxel side, a divisor of the SLat VAE's s (None: s; s / 2 gives a
                 mesh with about 4x fewer faces, from every other decoded corner)
@@ -485,11 +468,11 @@ class PartGenerator:
     ) -> tuple[SparseVoxels, np.ndarray]:
         """Stage 2: the V voxels (coords (V, 3), parts (V,)) -> SparseVoxels of one shape whose feats
         are the sampled latents (V, C) and whose part is `part`, and the (V,) attention groups the
-        sampling used (split_large_parts). image (3, S2, S2) conditions it, seen through the typical
+        sampling used (partgen.models.part_dit.attention_groups). image (3, S2, S2) conditions it, seen through the typical
         icon camera framed to the layout surface's vertices (n, 3) (icon_projection)."""
         device = image.device
         n = len(coords)
-        group = split_large_parts(coords, part, self.max_group)
+        group = attention_groups(coords, part, self.max_group)
         voxels = (
             SparseVoxels(
                 feats=torch.zeros(n, self.part_dit.in_channels),

@@ -87,6 +87,7 @@ class TrainerConfig:
     drop_last: bool = True
     find_unused_parameters: bool = False  # DDP: set true when some parameters get no gradient in a step
     resume: str | None = None  # null: fresh; auto: latest checkpoint of run_dir; or a checkpoint/run path
+    init_weights: str | None = None  # a trained model (folder or run) whose weights start a fresh run (fine-tuning)
     run_dir: str | None = None  # null: Hydra's run dir (the current dir outside Hydra)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = False
@@ -257,6 +258,8 @@ class Trainer:
         self.full_config = full_config
         self.device = dist.device
         self.raw_model = model.to(self.device)
+        if config.init_weights:  # before prepare: the task's statistics are then measured afresh
+            self._init_weights(config.init_weights)
         prepare = getattr(task, "prepare", None)
         if prepare is not None:  # before the optimiser, EMA and DDP see the model (Task protocol)
             prepare(self.raw_model)
@@ -333,6 +336,21 @@ class Trainer:
             seed_everything(self.seed + self.dist.rank + 1_000_003 * self.step)
         if self.dist.is_main:
             log.info("resumed from %s (step %d, epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+
+    def _init_weights(self, path: str) -> None:
+        """Load a trained model's weights (EMA when it has them; models.io) into the model, strictly:
+        a fine-tuning run starts from them (a resumed run's checkpoint replaces them later)."""
+        from safetensors.torch import load_file
+
+        from partgen.models.io import find_model_folder, trained_weights
+
+        folder = find_model_folder(path, "trainer.init_weights names a model folder or a run")
+        state = load_file(str(folder / trained_weights(folder)), device=str(self.device))
+        try:
+            self.raw_model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ConfigError(f"trainer.init_weights={path}: its weights do not fit this model ({err})") from None
+        log.info("initialised the model from %s", folder)
 
     def _resume_path(self) -> Path | None:
         """Rank 0 decides where to start from (see checkpoint.resolve_resume) and tells the others."""

@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import assert_python_defaults
 from partgen.cli import run_generate
+from partgen.models.part_dit import attention_groups
 from partgen.pipelines.generate import (
     DEFAULT_MODELS,
     STAGES,
@@ -25,7 +26,6 @@ from partgen.pipelines.generate import (
     merge_small_parts,
     resolve_models,
     simplify,
-    split_large_parts,
     unique_names,
     voxel_parts,
 )
@@ -206,7 +206,7 @@ def test_parts_are_merged_split_and_named():
     # largest first: part 1 (100 voxels) becomes 0, part 0 (99) becomes 1 and takes back the stray voxel
     assert kept == [1, 0] and merged[0] == 1 and np.bincount(merged).tolist() == [100, 100]
     assert merge_small_parts(coords, part, max_parts=1, min_fraction=0.0)[1] == [1]
-    group = split_large_parts(coords, merged, max_group=30)
+    group = attention_groups(coords, merged, max_group=30)
     sizes = np.bincount(group)
     assert len(sizes) == 8 and sizes.max() <= 30 and sizes.sum() == 200
     for g in range(len(sizes)):  # a group lies in one part and is a compact slab

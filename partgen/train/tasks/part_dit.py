@@ -32,6 +32,7 @@ from partgen.data_pipeline.render import Camera
 from partgen.diffusion.flow import interpolate
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.io import load_trained
+from partgen.models.part_dit import attention_groups
 from partgen.models.slat_vae import SLatVAE
 from partgen.structures import SparseVoxels
 from partgen.train.distributed import unwrap
@@ -94,6 +95,8 @@ class PartDiTTask(FlowMatchingTask):
     val_fraction, seed: the split (the seeded hash of asset keys every partgen task uses)
     max_voxels:     shapes with more active voxels are skipped (memory and time per step; the val
                     split too: loss_global is quadratic in them)
+    max_group:      parts larger than this are cut into slabs (partgen.models.part_dit.attention_groups,
+                    as sampling cuts them); None: each part one attention group
     use_camera:     parts see the icon patches they project onto (else the whole icon)
     drop_image:     share of training shapes that see the null image (classifier-free guidance)
     t_mean, t_std:  of the logit-normal timestep distribution
@@ -109,6 +112,7 @@ class PartDiTTask(FlowMatchingTask):
         val_fraction: float = 0.1,
         seed: int = 0,
         max_voxels: int | None = 8000,
+        max_group: int | None = 2048,
         use_camera: bool = True,
         drop_image: float = 0.1,
         t_mean: float = 0.0,
@@ -122,6 +126,7 @@ class PartDiTTask(FlowMatchingTask):
         self.records, self.vae_path, self.image_size = records, vae, int(image_size)
         self.val_fraction, self.seed = float(val_fraction), int(seed)
         self.max_voxels = None if max_voxels is None else int(max_voxels)
+        self.max_group = None if max_group is None else int(max_group)
         self.use_camera, self.drop_image = bool(use_camera), float(drop_image)
         self.t_mean, self.t_std = float(t_mean), float(t_std)
         self.eval_max_shapes, self.eval_batch_size = int(eval_max_shapes), int(eval_batch_size)
@@ -152,6 +157,9 @@ class PartDiTTask(FlowMatchingTask):
             image, camera = icon_condition(ds.records[i].path, self.image_size)
             post = vae.encode(x)
             keys.append(key)
+            if self.max_group is not None:
+                coords, part = x.coords[:, 1:].numpy(), x.part.numpy()
+                x = x.replace(part=torch.from_numpy(attention_groups(coords, part, self.max_group)))
             voxels.append(x.replace(feats=torch.zeros(len(x), 0)))
             means.append(post.mean)
             stds.append(torch.exp(0.5 * post.logvar))
