@@ -27,6 +27,8 @@ from the icon's camera (parts coloured) and from a second view, the retrieved me
 mesh from the icon's camera, with partgen's normal consistency and F@0.02 printed on its tile.
 
 --json is rewritten after every shape; --resume skips the shapes it already holds (same settings).
+--start skips the first val shapes: two processes on halves (--start 0 / 24 --max-shapes 24) split
+a run across cores; scripts/eval_generate.py --merge A.json B.json --json OUT.json joins them.
 """
 
 from __future__ import annotations
@@ -138,12 +140,14 @@ def _pairs(rows):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--records", required=True)
+    parser.add_argument("--records")
+    parser.add_argument("--merge", nargs="+", type=Path, help="join the --json files of split runs into --json")
     parser.add_argument("--models", default=None, help="model-set folder (default: the bundled one)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--layout", default="stage1", choices=["stage1", "truth"], help="truth: stage 2 alone")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--max-shapes", type=int, default=48)
+    parser.add_argument("--start", type=int, default=0, help="skip the first val shapes (to split a run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compare-points", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=2)
@@ -153,13 +157,17 @@ def main() -> None:
     parser.add_argument("--sheet-count", type=int, default=16)
     parser.add_argument("overrides", nargs="*", help="partgen-generate settings, e.g. steps=12 cfg=3")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.json, parser)
+    if not args.records:
+        parser.error("--records is required")
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
     if set(methods) - set(METHODS):
         parser.error(f"--methods takes {', '.join(METHODS)}")
 
-    val = select_records(args.records, "val", args.val_fraction)[: args.max_shapes]
-    settings = {k: v for k, v in vars(args).items() if k not in ("json", "resume", "sheet", "sheet_count")}
+    val = select_records(args.records, "val", args.val_fraction)[args.start : args.start + args.max_shapes]
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "resume", "sheet", "sheet_count", "merge")}
     rows: dict[str, dict] = {}
     if args.resume and args.json and Path(args.json).is_file():
         old = json.loads(Path(args.json).read_text())
@@ -260,6 +268,25 @@ def main() -> None:
         header += (["retrieval"] if index is not None else []) + ["truth"]
         write_sheet(args.sheet, sheet_rows, sheet_text, header)
         print(f"wrote {args.sheet}")
+
+
+def merge(parts: list[Path], out: str | None, parser: argparse.ArgumentParser) -> None:
+    """The shapes of split runs' JSON files (each key once, first file first), summarised again."""
+    if not out:
+        parser.error("--merge needs --json OUT")
+    rows: dict[str, dict] = {}
+    settings = []
+    for path in parts:
+        data = json.loads(path.read_text())
+        settings.append({k: v for k, v in data["settings"].items() if k not in ("start", "max_shapes", "merge")})
+        for row in data["shapes"]:
+            rows.setdefault(row["key"], row)
+    if any(s != settings[0] for s in settings):
+        parser.error("the runs to merge were made with different settings")
+    summary = summarise(list(rows.values()))
+    merged = {"settings": settings[0] | {"merged": [str(p) for p in parts]}, "summary": summary}
+    Path(out).write_text(json.dumps(merged | {"shapes": list(rows.values())}, indent=1))
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

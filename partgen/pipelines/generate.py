@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -126,13 +127,30 @@ def resolve_models(path: str | Path | None) -> Path:
     return folder
 
 
-def voxel_parts(coords: np.ndarray, resolution: int, vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray):
-    """(V,) int64 part of each voxel: that of the face whose centroid is nearest to the voxel centre."""
+def voxel_parts(
+    coords: np.ndarray,
+    resolution: int,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    face_part: np.ndarray,
+    samples_per_voxel: float = 8.0,
+):
+    """(V,) int64 part of each voxel: that of the surface nearest to the voxel centre, found among
+    points spread over the faces by area (about samples_per_voxel per voxel, seeded:
+    data_pipeline.samples.sample_surface) and the faces' centroids (so that no small face goes
+    unseen). Not the nearest centroid alone: on a coarse mesh a big face's centroid can lie farther
+    from its own surface than a small neighbour's does, and the flat tops of tables and cabinets came
+    out with two labels interleaved."""
     from scipy.spatial import cKDTree
 
+    from partgen.data_pipeline.samples import sample_surface
+
+    samples = sample_surface(vertices, faces, face_part, int(samples_per_voxel * len(coords)))
+    points = np.concatenate([vertices[faces].mean(1), samples.points])
+    owner_part = np.concatenate([face_part, samples.part])
     centres = (coords.astype(np.float64) + 0.5) / resolution - 0.5
-    _, nearest = cKDTree(vertices[faces].mean(1)).query(centres, k=1)
-    return face_part[nearest]
+    _, nearest = cKDTree(points).query(centres, k=1)
+    return owner_part[nearest]
 
 
 def merge_small_parts(
@@ -223,11 +241,14 @@ def sample_part_latents(
     generator: torch.Generator | None = None,
     progress: str | None = None,
     schedule: str | None = None,
+    start: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Stage 2's sampling: latents (V, C) (un-standardised) of voxels (coords and part groups; feats
     are ignored) of B shapes for images (B, 3, S, S) and their cameras (B, 3, 4) (None: every part
     sees its whole image), by Euler sampling with classifier-free guidance (diffusion.flow.sample_guided,
-    the PartDiT as the callable); schedule overrides the model's layer scopes."""
+    the PartDiT as the callable); schedule overrides the model's layer scopes. start (V, C)
+    un-standardised latents and strength < 1: SDEdit from them (diffusion.flow.sample)."""
     context = dit.encode_images(images)
     groups = part_image_groups(
         voxels, voxels.part_groups(), context[1], cameras, dit.image_encoder.patch_grid, dit.footprint_dilation
@@ -237,7 +258,19 @@ def sample_part_latents(
     def velocity(x: torch.Tensor, t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         return dit(voxels.replace(feats=x), t, context, groups, drop=drop, schedule=schedule)
 
-    x = sample_guided(velocity, noise, voxels.batch_size, guidance, steps=steps, shift=shift, progress=progress)
+    if start is not None:
+        start = dit.standardise(start.to(noise))
+    x = sample_guided(
+        velocity,
+        noise,
+        voxels.batch_size,
+        guidance,
+        steps=steps,
+        shift=shift,
+        progress=progress,
+        start=start,
+        strength=strength,
+    )
     return dit.unstandardise(x)
 
 
@@ -264,6 +297,12 @@ class PartGenerator:
                 attention accumulates in fp32). It pays off for wide models (GPU, or width >= 256 on
                 AVX-512-BF16 CPUs); the bundled width-96 model samples the demo table in 12.0 s either way
     min_component_faces, smooth_iterations: the decoded parts' clean-up (clean_mesh; 0 turns either off)
+    detail_strength: where stage 2's sampling starts (SDEdit, as stage 1's reference_strength): below 1
+                the layout surface's signed distances at the voxels are encoded by the SLat VAE and
+                the flow enters its path at t = detail_strength from them (ceil(steps x strength)
+                steps); 1: from pure noise. From noise the CPU-trained PartDiT's latents decode to
+                specks round the surface (normal consistency ~0.55 even on the true layout); from the
+                layout the specks become the layout's surface, which stage 2 then details
     """
 
     def __init__(
@@ -285,11 +324,14 @@ class PartGenerator:
         precision: str = "fp32",
         min_component_faces: int = 50,
         smooth_iterations: int = 5,
+        detail_strength: float = 0.3,
     ):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         if int(steps) < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        if not 0.0 < detail_strength <= 1.0:
+            raise ValueError(f"detail_strength must be in (0, 1], got {detail_strength}")
         if part_dit.in_channels != slat_vae.latent_channels:
             raise ValueError(
                 f"the PartDiT makes {part_dit.in_channels} channels, the SLat VAE reads {slat_vae.latent_channels}"
@@ -302,6 +344,7 @@ class PartGenerator:
         self.max_tokens, self.min_part_fraction = int(max_tokens), float(min_part_fraction)
         self.max_group, self.precision = int(max_group), precision
         self.min_component_faces, self.smooth_iterations = int(min_component_faces), int(smooth_iterations)
+        self.detail_strength = float(detail_strength)
         sub = slat_vae.subdiv if mesh_subdiv is None else int(mesh_subdiv)
         if sub < 1 or slat_vae.subdiv % sub:
             raise ValueError(f"mesh_subdiv must divide the SLat VAE's subdiv {slat_vae.subdiv}, got {mesh_subdiv}")
@@ -318,7 +361,7 @@ class PartGenerator:
         coordinates: str = "auto",
         anchor_band: int = 2,
         dilation: int = 0,
-        reference_strength: float = 0.3,
+        reference_strength: float = 0.1,
         device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
@@ -389,7 +432,7 @@ class PartGenerator:
         times["parts_s"] = time.perf_counter() - t0
         stage("stage 2")
         t0 = time.perf_counter()
-        voxels, group = self.sample_latents(coords, part, image_dit, surface[0], seed, progress)
+        voxels, group = self.sample_latents(coords, part, image_dit, surface[0], seed, progress, surface[1])
         times["stage2_s"] = time.perf_counter() - t0
         stage("decode")
         t0 = time.perf_counter()
@@ -465,11 +508,14 @@ class PartGenerator:
         vertices: np.ndarray,
         seed: int = 0,
         progress: bool = False,
+        faces: np.ndarray | None = None,
     ) -> tuple[SparseVoxels, np.ndarray]:
         """Stage 2: the V voxels (coords (V, 3), parts (V,)) -> SparseVoxels of one shape whose feats
         are the sampled latents (V, C) and whose part is `part`, and the (V,) attention groups the
-        sampling used (partgen.models.part_dit.attention_groups). image (3, S2, S2) conditions it, seen through the typical
-        icon camera framed to the layout surface's vertices (n, 3) (icon_projection)."""
+        sampling used (partgen.models.part_dit.attention_groups). image (3, S2, S2) conditions it, seen
+        through the typical icon camera framed to the layout surface's vertices (n, 3) (icon_projection).
+        With detail_strength < 1 the sampling starts from the layout surface (vertices, faces (m, 3)),
+        encoded at the voxels (layout_latents)."""
         device = image.device
         n = len(coords)
         group = attention_groups(coords, part, self.max_group)
@@ -485,19 +531,41 @@ class PartGenerator:
             .to(device)
         )
         camera = icon_projection(vertices, self.part_dit.image_encoder.image_size).to(device)
+        start, steps = None, self.steps
+        if self.detail_strength < 1.0:
+            if faces is None:
+                raise ValueError("detail_strength < 1 starts stage 2 from the layout surface: pass its faces")
+            start = self.layout_latents(voxels, vertices, faces)
+            steps = max(1, math.ceil(self.steps * self.detail_strength))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             latents = sample_part_latents(
                 self.part_dit,
                 voxels,
                 image[None],
                 camera[None],
-                steps=self.steps,
+                steps=steps,
                 guidance=self.guidance,
                 generator=torch.Generator().manual_seed(seed + 1),
                 schedule=self.schedule,
                 progress="stage 2: part DiT" if progress else None,
+                start=start,
+                strength=self.detail_strength,
             ).float()
         return voxels.replace(feats=latents, part=torch.from_numpy(part.astype(np.int64)).to(device)), group
+
+    @torch.no_grad()
+    def layout_latents(self, voxels: SparseVoxels, vertices: np.ndarray, faces: np.ndarray) -> torch.Tensor:
+        """(V, C) SLat latents of the layout surface (vertices (n, 3) in the normalised cube, faces
+        (m, 3)) at the voxels: its signed distances at each voxel's sub-cell corners (block_sdf, as
+        the annotator computes stage 2's training targets) through the SLat VAE's encoder (posterior
+        mean)."""
+        from partgen.data_pipeline.samples import block_sdf
+
+        coords = voxels.coords[:, 1:].cpu().numpy().astype(np.int64)
+        vae = self.slat_vae
+        blocks = block_sdf(vertices, faces, coords, voxels.resolution, vae.subdiv, vae.truncation)
+        feats = torch.from_numpy(blocks.reshape(len(coords), -1)).to(voxels.feats)
+        return vae.encode(voxels.replace(feats=feats)).mean
 
     def decode(self, voxels: SparseVoxels, part: np.ndarray, names: list[str]) -> list[GeneratedPart]:
         """The SLat VAE decodes each voxel's sub-grid signed distances from voxels.feats (V, C) (blocks

@@ -78,7 +78,7 @@ class LayoutGenerator:
         coordinates: str = "auto",
         anchor_band: int = 2,
         references: ReferenceBank | None = None,
-        strength: float = 0.3,
+        strength: float = 0.1,
     ):
         if coordinates not in ("auto", "surface", "anchors"):
             raise ValueError(f"coordinates must be 'auto', 'surface' or 'anchors', got {coordinates!r}")

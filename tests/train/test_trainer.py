@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
-from partgen.models.io import load_model
+from partgen.models.io import load_model, trained_weights
 from partgen.train import checkpoint as ckpt
 from partgen.train.run import ConfigError, run
 
@@ -208,3 +208,19 @@ def test_sigkilled_run_resumes_to_the_same_losses(tmp_path):
         ref = load_file(str(ref_dir / "checkpoints" / "step_0000060" / name))
         got = load_file(str(kill_dir / "checkpoints" / "step_0000060" / name))
         assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref), name
+
+
+def test_init_weights_starts_a_fresh_run_from_a_trained_model(tmp_path):
+    first = tmp_path / "first"
+    run_smoke(first, "trainer.max_steps=20", "trainer.eval_every=0")
+    trained = load_file(str(first / "model" / trained_weights(first / "model")))
+    second = tmp_path / "second"
+    run_smoke(second, "trainer.max_steps=0", "trainer.eval_every=0", f"trainer.init_weights={first}")
+    started = load_file(str(second / "model" / "model.safetensors"))
+    assert set(started) == set(trained) and all(torch.equal(started[k], trained[k]) for k in trained)
+    train, _ = read_metrics(first)
+    third = tmp_path / "third"
+    run_smoke(third, "trainer.max_steps=1", "trainer.eval_every=0", f"trainer.init_weights={first}")
+    assert read_metrics(third)[0][1]["loss"] < train[1]["loss"]  # it starts where the first run ended
+    with pytest.raises(ConfigError, match="init_weights"):
+        run_smoke(tmp_path / "bad", "trainer.max_steps=0", "model.hidden=7", f"trainer.init_weights={first}")
