@@ -335,6 +335,7 @@ class Engine:
                 "layout_cfg": layout.guidance,
                 "coordinates": layout.coordinates,
                 "reference_strength": layout.strength if layout.uses_references else None,
+                "detail_strength": generator.detail_strength,
                 "parts": "learned" if generator.segmenter is not None else "geometric",
                 "max_parts": max_parts,
                 "layout": "stage 1",
@@ -409,6 +410,8 @@ class Engine:
             else:
                 details = _write_geometric(folder, name, shape, part, part_names, share, summary)
             details["input"] = name
+            if isinstance(details.get("checkpoint"), str):  # the page does not show the server's folders
+                details["checkpoint"] = _shown_path(details["checkpoint"])
             for big in ("semantic", "part"):  # per-face lists: in the file, not in the page
                 details.pop(big, None)
         files = [folder / "parts.glb", folder / "labels.json"]
@@ -482,6 +485,14 @@ def build_pipeline(node):
         if isinstance(err.__cause__, Exception):
             raise err.__cause__ from None
         raise
+
+
+def _shown_path(path: str) -> str:
+    """path as the page shows it: a bundled model relative to the package (partgen/assets/...), any
+    other path as given."""
+    package = Path(__file__).resolve().parents[1]
+    where = Path(path).resolve()
+    return str(where.relative_to(package.parent)) if where.is_relative_to(package) else path
 
 
 def _area_share(vertices: np.ndarray, faces: np.ndarray, part: np.ndarray, count: int) -> np.ndarray:
