@@ -154,7 +154,6 @@ class Sessions:
                 if not readers:
                     del self._uploads[path]
                     orphans.append(Path(path))
-        shutil.rmtree(self.root / key, ignore_errors=True)
         cache, sessions = self.cache.resolve(), self.root.resolve()
         for path in orphans:
             where = path.resolve()
@@ -163,6 +162,8 @@ class Sessions:
             path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 path.parent.rmdir()  # gradio's per-upload folder, once empty
+        # the session's folder goes last: once it is gone, everything of the session is
+        shutil.rmtree(self.root / key, ignore_errors=True)
 
 
 def _upload(payload) -> tuple[str | None, str]:

@@ -460,6 +460,7 @@ def test_closing_the_tab_removes_the_sessions_files(page, server, bad_files):
     assert any(server.root().rglob("notes.png"))  # an upload this session's job read
     page.collect_requests()
     page.driver.get("about:blank")  # the session ends: gradio's unload event
+    # (the server removes the session's uploads, then its folder: wait for the folder, then look)
     _wait(lambda: not any(sessions.iterdir()), 60, "the session's folder to be removed")
     left = sorted(p.name for p in server.root().rglob("*") if p.is_file())
     # the samples' copies stay (other sessions' samples), nothing else
