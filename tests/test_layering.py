@@ -32,6 +32,9 @@ ALLOWED = {
     "train": {"structures", "models", "diffusion", "data_pipeline", "eval"},
     "pipelines": {"structures", "models", "diffusion", "data_pipeline", "eval"},
     "cli": {"pipelines", "train", "data_pipeline"},
+    # the web app: a view over the pipelines and over partgen-annotate's per-asset function (Inspect)
+    # and geometric cuts (Segment), which live in data_pipeline; no models, no sampling of its own
+    "app": {"pipelines", "data_pipeline"},
     "__init__": set(),
 }
 

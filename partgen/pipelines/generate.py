@@ -406,12 +406,17 @@ class PartGenerator:
         return layout_image, load_image(path, self.part_dit.image_encoder.image_size)
 
     @torch.no_grad()
-    def __call__(self, image: str | Path, seed: int = 0, progress: bool = False, layout=None) -> Generation:
+    def __call__(
+        self, image: str | Path, seed: int = 0, progress: bool = False, layout=None, on_stage=None
+    ) -> Generation:
         """image -> Generation; layout: a mesh file or (vertices, faces) that stands in for stage 1 (its
         surface voxels and surface are used as the layout: stage 2 then details a coarse shape the
-        user gives)."""
+        user gives); on_stage: None, or a callable given "stage 1", "parts", "stage 2" and "decode" as
+        each begins (partgen-app's progress bar; an exception it raises stops the generation there)."""
+        stage = on_stage or (lambda name: None)
         device = next(self.part_dit.parameters()).device
         image_layout, image_dit = (im.to(device) for im in self.load_image(image))
+        stage("stage 1")
         coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout)
         where = f"{image} (seed {seed})"
         if len(coords) == 0 or len(surface[1]) == 0:
@@ -421,12 +426,15 @@ class PartGenerator:
                 f"the layout has {len(coords)} voxel tokens for {where}, more than max_tokens="
                 f"{self.max_tokens} (stage 2 would run for many minutes): try another seed, or raise max_tokens"
             )
+        stage("parts")
         t0 = time.perf_counter()
         part, names = self.assign_parts(coords, *surface, given=given[:2] if given else None)
         times["parts_s"] = time.perf_counter() - t0
+        stage("stage 2")
         t0 = time.perf_counter()
         voxels, group = self.sample_latents(coords, part, image_dit, surface[0], seed, progress, surface[1])
         times["stage2_s"] = time.perf_counter() - t0
+        stage("decode")
         t0 = time.perf_counter()
         parts = self.decode(voxels, part, names)
         times["decode_s"] = time.perf_counter() - t0

@@ -1,0 +1,5 @@
+"""`python -m partgen.app ...`: the same as partgen-app."""
+
+from partgen.app.main import main
+
+main()
