@@ -15,6 +15,10 @@ creases exactly rather than k-means boundaries in an embedding. The part whose b
 cheapest is split next, until `num_parts` parts; with num_parts=None the recursion stops when
 no cut is cheaper than `max_cut` (automatic part count). Disconnected pieces of the mesh are
 separate parts from the start; a final pass merges slivers below `min_faces_fraction`.
+With `boundary=` (per-edge cut probabilities of a learned model, data_pipeline/boundary.py and
+partgen/models/boundary_net.py) the affinity is exp(-p / boundary_sigma) instead of the crease
+and thickness terms (geometry_terms keeps them beside it), and the automatic count stops at
+boundary_max_cut: psb-dev 4-fold cross-validated 0.105 / 0.119 (README, Segmentation).
 
 Measured on psb-dev (228 meshes, 12 per category; scripts/eval_psb.py --method geometric):
 Rand-index error 0.149 with the benchmark's part count (0.147 on the 171 meshes not used to
@@ -49,6 +53,7 @@ class GeometricConfig:
     feature_sigma: float = 0.3  # with face_features: affinity *= exp(-(1 - cos(f_i, f_j)) / feature_sigma)
     boundary_sigma: float = 0.05  # with boundary: affinity *= exp(-p_boundary / boundary_sigma)
     geometry_terms: bool = False  # with boundary: keep the crease and SDF terms beside it
+    boundary_max_cut: float = 0.005  # with boundary: max_cut of the automatic count
 
 
 @dataclasses.dataclass
@@ -321,7 +326,7 @@ def segment_mesh(
         if side is None or not np.isfinite(value):
             final.append(nodes)
             continue
-        if num_parts is None and value > cfg.max_cut:
+        if num_parts is None and value > (cfg.max_cut if boundary is None else cfg.boundary_max_cut):
             heapq.heappush(heap, (value, counter, nodes, side))
             break
         for piece in (nodes[side], nodes[~side]):

@@ -8,7 +8,8 @@ refused unless --split eval) with two parts or more, each method cuts the record
 into as many parts as the authored (cleaned) ones, and the Rand-index error against them is kept
 (1 - RI over faces, as the Princeton benchmark scores; scripts/eval_psb.py does the benchmark):
     geometric        normalised cuts of the face graph (partgen.data_pipeline.geometric)
-    learned          the Point Transformer embedding inside that graph (mesh_parts="graph")
+    learned          the bundled segmenter's mesh cut (mesh_parts="graph": the boundary model's
+                     affinities, or the Point Transformer embedding's when it has none)
     learned-cluster  k-means of the embedding of surface samples (mesh_parts="cluster")
 Prints the mean per method, and the adjusted Rand index (chance-corrected) beside it.
 """

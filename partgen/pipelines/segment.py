@@ -12,15 +12,18 @@ model runs at its training density: the points are split into random disjoint su
 points_per_pass points each, one batch item per subset, so every point gets a prediction from a
 cloud as dense as the training clouds. A mesh is read through num_samples surface samples; each
 face takes the majority class of its samples, a face without samples that of the nearest sample.
-Parts are class-agnostic, from the embedding (parts_from="semantic" makes one part per predicted
+Parts are class-agnostic (parts_from="semantic" makes one part per predicted
 class instead, for mode=semantic models), and named after the semantic class covering most of
 their area ("leg", "leg_2"):
     points, and meshes with mesh_parts="cluster": k-means on the embedding
         (partgen.eval.clustering; num_parts given or chosen by silhouette);
-    meshes with mesh_parts="graph" (default): each face's mean sample embedding joins the
-        crease and thickness affinities of the face graph, which normalised cuts split
-        (partgen.data_pipeline.geometric, face_features): parts are connected and their
-        boundaries follow edges of the mesh, where k-means boundaries cut across faces.
+    meshes with mesh_parts="graph" (default): with a boundary model (BoundaryNet, the bundled
+        one in assets/segmenter/boundary, trained on the Princeton benchmark's human cuts), its
+        cut probabilities of the face graph's edges (partgen.data_pipeline.boundary descriptors)
+        are the affinities that normalised cuts split; without one (boundary=None), each face's
+        mean sample embedding joins the crease and thickness affinities of the face graph
+        (partgen.data_pipeline.geometric, face_features). Either way parts are connected and
+        their boundaries follow edges of the mesh, where k-means boundaries cut across faces.
 
 segment_faces is the hook parts.method=learned calls (partgen.data_pipeline.parts); read_shape,
 summarise and write_outputs serve `partgen-segment input=MESH_OR_CLOUD output=DIR` (partgen.cli).
