@@ -489,10 +489,13 @@ def build_pipeline(node):
 
 def _shown_path(path: str) -> str:
     """path as the page shows it: a bundled model relative to the package (partgen/assets/...), any
-    other path as given."""
+    other path as given; a source of several models ("A + B", the segmenter's) piece by piece."""
     package = Path(__file__).resolve().parents[1]
-    where = Path(path).resolve()
-    return str(where.relative_to(package.parent)) if where.is_relative_to(package) else path
+    shown = []
+    for piece in path.split(" + "):
+        where = Path(piece).resolve()
+        shown.append(str(where.relative_to(package.parent)) if where.is_relative_to(package) else piece)
+    return " + ".join(shown)
 
 
 def _area_share(vertices: np.ndarray, faces: np.ndarray, part: np.ndarray, count: int) -> np.ndarray:

@@ -132,7 +132,8 @@ def test_segment_writes_the_parts_into_the_job_folder_only(engine, tmp_path, met
     assert sum(p.faces for p in result.parts) == 72 and abs(sum(p.share for p in result.parts) - 1) < 1e-6
     assert result.summary.startswith("table.obj (72 faces) ->") and "\n" not in result.summary
     if method == "learned":  # the bundled segmenter, named as the package holds it (no server folders)
-        assert result.details["checkpoint"] == "partgen/assets/segmenter/model.safetensors"
+        bundled = "partgen/assets/segmenter/model.safetensors + partgen/assets/segmenter/boundary/model.safetensors"
+        assert result.details["checkpoint"] == bundled
 
 
 def test_bad_meshes_fail_in_one_line_that_names_the_upload(engine, tmp_path):
