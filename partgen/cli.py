@@ -91,20 +91,6 @@ def _train(cfg: DictConfig) -> None:
         )
 
 
-def build_pipeline(node: DictConfig):
-    """Instantiate an app's `pipeline:` node (its _target_ a partgen from_folder / from_checkpoint),
-    raising what the target raised (Hydra wraps it) so the app can report it in one line."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, Exception):
-            raise err.__cause__ from None
-        raise
-
-
 def run_generate(cfg: DictConfig) -> int:
     """partgen-generate: cfg.image -> cfg.output (conf/generate.yaml, whose `pipeline:` node builds the
     PartGenerator); 0 on success, 1 on bad input.
@@ -117,7 +103,7 @@ def run_generate(cfg: DictConfig) -> int:
 
     from partgen.data_pipeline.mesh_io import MeshError
     from partgen.pipelines.generate import GenerationError, make_report, resolve_models, write_outputs
-    from partgen.pipelines.outputs import InputError, check_output, publish_outputs
+    from partgen.pipelines.outputs import InputError, build_pipeline, check_output, publish_outputs
 
     app = "partgen-generate"
     try:
@@ -173,7 +159,7 @@ def run_segment(cfg: DictConfig) -> int:
     from pathlib import Path
 
     from partgen.data_pipeline.mesh_io import MeshError
-    from partgen.pipelines.outputs import InputError, check_output, publish_outputs
+    from partgen.pipelines.outputs import InputError, build_pipeline, check_output, publish_outputs
     from partgen.pipelines.segment import read_shape, summarise, write_outputs
 
     try:

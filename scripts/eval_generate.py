@@ -180,7 +180,7 @@ def main() -> None:
         from hydra import compose, initialize_config_module
         from omegaconf import OmegaConf
 
-        from partgen.cli import build_pipeline
+        from partgen.pipelines.outputs import build_pipeline
 
         overrides = [f"checkpoint={args.models}"] * bool(args.models) + args.overrides
         with initialize_config_module(config_module="partgen.conf", version_base="1.3"):

@@ -44,7 +44,7 @@ from partgen.data_pipeline.mesh_io import FORMATS, normalise
 from partgen.data_pipeline.parts import DEFAULT_LEARNED
 from partgen.pipelines.generate import GenerationError, PartGenerator, make_report, resolve_models
 from partgen.pipelines.generate import write_outputs as write_generation
-from partgen.pipelines.outputs import palette
+from partgen.pipelines.outputs import build_pipeline, palette
 from partgen.pipelines.segment import Segmenter, read_shape
 from partgen.pipelines.segment import write_outputs as write_segmentation
 
@@ -471,20 +471,6 @@ class Engine:
         details = {"manifest_row": row, "meta.json": meta, "files": sorted(p.name for p in record.iterdir())}
         details = json.loads(json.dumps(details).replace(json.dumps(str(folder) + "/")[1:-1], ""))  # job-relative paths
         return Result(folder, folder / "voxels.glb", rows, [folder / "record.zip"], summary, None, details)
-
-
-def build_pipeline(node):
-    """The pipeline an app config's `pipeline:` node names (conf/generate.yaml, conf/segment.yaml: a
-    partgen from_folder / from_checkpoint), raising what it raised (Hydra wraps it) for one line."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, Exception):
-            raise err.__cause__ from None
-        raise
 
 
 def _shown_path(path: str) -> str:

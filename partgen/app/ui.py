@@ -37,7 +37,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from partgen.app.engine import Engine, JobCancelled, JobError, Result
+from partgen.app.engine import MESH_SUFFIXES, Engine, JobCancelled, JobError, Result
 from partgen.app.scene import write_view
 
 REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -175,6 +175,14 @@ def _upload(payload) -> tuple[str | None, str]:
         path = payload.get("path")
         return path, str(payload.get("orig_name") or Path(str(path)).name)
     return str(payload), Path(str(payload)).name
+
+
+def _mesh_upload(prefix: str, examples: list) -> gr.File:
+    """The Segment and Inspect tabs' mesh upload (elem_id <prefix>-mesh), with the example meshes as samples."""
+    upload = gr.File(label="Mesh (OBJ, GLB, PLY, STL, OFF)", file_types=list(MESH_SUFFIXES), elem_id=f"{prefix}-mesh")
+    if examples:
+        gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Samples")
+    return upload
 
 
 def _panel(prefix: str, explode: bool = True) -> dict:
@@ -341,13 +349,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         with gr.Tab("Segment", id="segment"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    seg_mesh = gr.File(
-                        label="Mesh (OBJ, GLB, PLY, STL, OFF)",
-                        file_types=[".obj", ".glb", ".ply", ".stl", ".off"],
-                        elem_id="seg-mesh",
-                    )
-                    if settings.example_meshes():
-                        gr.Examples([[str(p)] for p in settings.example_meshes()], inputs=[seg_mesh], label="Samples")
+                    seg_mesh = _mesh_upload("seg", settings.example_meshes())
                     seg_method = gr.Radio(
                         ["learned", "geometric"], value="learned", label="Method", elem_id="seg-method"
                     )
@@ -363,13 +365,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         with gr.Tab("Inspect", id="inspect"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    ins_mesh = gr.File(
-                        label="Mesh (OBJ, GLB, PLY, STL, OFF)",
-                        file_types=[".obj", ".glb", ".ply", ".stl", ".off"],
-                        elem_id="ins-mesh",
-                    )
-                    if settings.example_meshes():
-                        gr.Examples([[str(p)] for p in settings.example_meshes()], inputs=[ins_mesh], label="Samples")
+                    ins_mesh = _mesh_upload("ins", settings.example_meshes())
                     ins_resolution = gr.Dropdown(
                         [32, 64, 128, 256], value=64, label="Resolution (voxels a side)", elem_id="ins-resolution"
                     )

@@ -1,5 +1,5 @@
 """What the inference apps share around their outputs: bad-input errors, the output folder (checked
-first, written atomically last) and the part colours.
+first, written atomically last), the part colours, and building a pipeline from its config node.
 
 partgen-generate and partgen-segment both refuse a non-empty output unless overwrite (check_output,
 before any work), write everything into a temporary sibling folder and rename it into place at the
@@ -61,3 +61,18 @@ def publish_outputs(output: Path, overwrite: bool, write) -> None:
 
 
 __all__ = ["InputError", "check_output", "palette", "publish_outputs"]
+
+
+def build_pipeline(node):
+    """Instantiate an app's `pipeline:` node (conf/generate.yaml, conf/segment.yaml: its _target_ a
+    partgen from_folder / from_checkpoint), raising what the target raised (Hydra wraps it) so
+    partgen-generate, partgen-segment and partgen-app can report it in one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, Exception):
+            raise err.__cause__ from None
+        raise
