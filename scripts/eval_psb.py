@@ -69,26 +69,17 @@ def _segment(method: str, vertices, faces, num_parts, checkpoint=None, mesh_part
     raise ValueError(f"unknown method {method!r}")
 
 
-def _edges(args):
-    root, mesh_id = args
-    ds = PSBDataset(root)
-    from partgen.train.boundary import psb_edges
-
-    return psb_edges(ds, [row[0] for row in ds.index].index(mesh_id), cache_root() / "psb-boundary")
-
-
 def cross_validated_boundaries(
     ds: PSBDataset, k: int, workers: int, epochs: int | None = None
 ) -> tuple[dict, np.ndarray]:
     """{mesh id: (E,) cut probabilities from the model trained on the other k-1 folds}, and the folds."""
     import torch
 
-    from partgen.train.boundary import BoundaryTrainConfig, fit_boundary_net
+    from partgen.train.boundary import BoundaryTrainConfig, fit_boundary_net, psb_edge_set
 
     folds = ds.folds(k)
     ids = [row[0] for row in ds.index]
-    with ProcessPoolExecutor(workers) as pool:
-        edges = list(pool.map(_edges, [(ds.root, mesh_id) for mesh_id in ids]))
+    edges = psb_edge_set(ds, cache_root() / "psb-boundary", workers)
     torch.set_num_threads(max(1, workers))
     cfg = BoundaryTrainConfig() if epochs is None else BoundaryTrainConfig(epochs=epochs)
     boundaries = {}

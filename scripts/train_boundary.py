@@ -16,7 +16,6 @@ import dataclasses
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -24,12 +23,7 @@ import torch
 from partgen.data_pipeline.psb import PSBDataset
 from partgen.models.io import save_model
 from partgen.native import cache_root
-from partgen.train.boundary import FEATURE_VERSION, BoundaryTrainConfig, fit_boundary_net, psb_edges
-
-
-def _edges(args):
-    root, i = args
-    return psb_edges(PSBDataset(root), i, cache_root() / "psb-boundary")
+from partgen.train.boundary import FEATURE_VERSION, BoundaryTrainConfig, fit_boundary_net, psb_edge_set
 
 
 def main(argv=None) -> int:
@@ -45,8 +39,7 @@ def main(argv=None) -> int:
         print(f"train_boundary: {err}", file=sys.stderr)
         return 1
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        meshes = list(pool.map(_edges, [(ds.root, i) for i in range(len(ds))]))
+    meshes = psb_edge_set(ds, cache_root() / "psb-boundary", args.workers)
     print(f"descriptors of {len(meshes)} meshes in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     torch.set_num_threads(max(1, args.workers))
     cfg = BoundaryTrainConfig(epochs=args.epochs)

@@ -127,3 +127,20 @@ def psb_edges(dataset, index: int, cache: Path | None = None) -> MeshEdges:
         np.savez(tmp, features=edges.features, target=edges.target, length=edges.length)
         os.replace(tmp, file)
     return edges
+
+
+def _psb_edges_job(args) -> MeshEdges:
+    from partgen.data_pipeline.psb import PSBDataset
+
+    root, mesh_id, cache = args
+    dataset = PSBDataset(root)  # the whole benchmark: find the mesh by id, whatever subset the caller holds
+    return psb_edges(dataset, [row[0] for row in dataset.index].index(mesh_id), cache)
+
+
+def psb_edge_set(dataset, cache: Path | None, workers: int = 2) -> list[MeshEdges]:
+    """psb_edges of every mesh of dataset (a PSBDataset, possibly a subset), in its order, in `workers` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(dataset.root, mesh_id, cache) for mesh_id, _ in dataset.index]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_psb_edges_job, jobs))
