@@ -46,6 +46,7 @@ from partgen.data_pipeline.render import Camera, orbit_cameras, render
 from partgen.data_pipeline.sh3d_icons import render_silhouette, silhouette_iou
 from partgen.eval.geometry import normalise_box, surface_metrics
 from partgen.eval.retrieval import IconIndex, read_icon
+from partgen.pipelines.generate import part_pieces
 
 METHODS = ("partgen", "retrieval", "ceiling")
 METRICS = ("chamfer", "chamfer_l2", "f_0.05", "f_0.02", "f_0.01", "normal_consistency", "view_iou")
@@ -66,19 +67,6 @@ def score(predicted, truth, camera: Camera, count: int) -> dict:
     out = surface_metrics(predicted, truth, count)
     masks = [render_silhouette(normalise_box(v), f, camera) for v, f in (predicted, truth)]
     return out | {"view_iou": silhouette_iou(*masks)}
-
-
-def part_pieces(coords: np.ndarray, part: np.ndarray) -> list[int]:
-    """Connected pieces (26-neighbourhood) of each part's voxels."""
-    from scipy import ndimage
-
-    coords = coords - coords.min(0)
-    pieces = []
-    for p in np.unique(part):
-        grid = np.zeros(coords.max(0) + 1, bool)
-        grid[tuple(coords[part == p].T)] = True
-        pieces.append(int(ndimage.label(grid, structure=np.ones((3, 3, 3)))[1]))
-    return pieces
 
 
 def tile(vertices, faces, camera: Camera, face_part=None, size: int = 160) -> np.ndarray:

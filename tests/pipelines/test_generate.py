@@ -22,10 +22,13 @@ from partgen.pipelines.generate import (
     DEFAULT_MODELS,
     STAGES,
     PartGenerator,
+    absorb_stray_pieces,
     icon_projection,
     merge_small_parts,
+    part_pieces,
     resolve_models,
     simplify,
+    smooth_part_labels,
     unique_names,
     voxel_parts,
 )
@@ -67,7 +70,8 @@ def test_python_defaults_are_the_generate_config():
     pipeline = assert_python_defaults(cfg.pipeline, PartGenerator.from_folder, PartGenerator)
     stage1 = inspect.signature(LayoutGenerator).parameters
     for key, name in [("layout_steps", "steps"), ("layout_guidance", "guidance"), ("coordinates", "coordinates"),
-                      ("anchor_band", "anchor_band"), ("dilation", "dilation")]:  # fmt: skip
+                      ("anchor_band", "anchor_band"), ("dilation", "dilation"),
+                      ("reference_strength", "strength")]:  # fmt: skip
         assert stage1[name].default == pipeline[key], f"LayoutGenerator {name}"
 
 
@@ -290,3 +294,44 @@ def test_clean_mesh_drops_specks_and_smooths_bumps():
     # a part made of pieces that are all small keeps its largest; 0 turns each step off
     assert len(clean_mesh(speck.vertices, speck.faces, 50, 0)[1]) == 20
     assert np.array_equal(clean_mesh(vertices, faces, 0, 0)[1], faces)
+
+
+def test_stray_pieces_join_the_part_they_touch():
+    """A part's pieces beyond its two largest join the part they touch most; a piece touching no
+    other part stays, and nothing else moves."""
+    coords = np.stack(np.meshgrid(np.arange(12), np.arange(12), np.arange(2), indexing="ij"), -1).reshape(-1, 3)
+    part = (coords[:, 0] >= 6).astype(np.int64)  # two slabs of 144 voxels, touching at x = 5 | 6
+    # three slivers of part 1 on part 0's face, apart from each other and from part 1's slab
+    slivers = [(coords[:, 0] == 1) & (coords[:, 1] == y) for y in (1, 5, 9)]
+    for s in slivers:
+        part[s] = 1
+    assert part_pieces(coords, part) == [1, 4]
+    out = absorb_stray_pieces(coords, part, max_pieces=2)
+    assert part_pieces(coords, out) == [1, 2]
+    moved = out != part
+    # the smallest-ranked slivers went back to part 0; part 1 kept its slab and one sliver
+    assert moved.sum() == 2 * 2 and (out[moved] == 0).all() and (out[coords[:, 0] >= 6] == 1).all()
+    assert (absorb_stray_pieces(coords, part, max_pieces=0) == part).all()
+    # an island touching no other part stays where it is
+    island = np.array([[30, 30, 0]])
+    c2, p2 = np.concatenate([coords, island]), np.concatenate([part, [0]])
+    p2[(c2[:, 0] == 1) & (c2[:, 1] == 1)] = 0  # part 0 now: its slab, the island; part 1: slab + 2 slivers
+    assert part_pieces(c2, p2) == [2, 3]
+    out2 = absorb_stray_pieces(c2, p2, max_pieces=1)
+    assert out2[-1] == 0 and part_pieces(c2, out2) == [2, 1]
+
+
+def test_mode_filter_clears_interleaved_stripes_and_keeps_real_parts():
+    """Two parts whose labels alternate in one-voxel stripes over a flat face (where two authored
+    surfaces overlap) come out as solid regions; a thin part (a one-voxel leg) keeps its voxels but
+    the one against the top."""
+    coords = np.stack(np.meshgrid(np.arange(20), np.arange(20), np.arange(1), indexing="ij"), -1).reshape(-1, 3)
+    part = np.where(coords[:, 0] < 10, 0, 1)  # two halves of a top
+    stripes = (coords[:, 0] < 9) & (coords[:, 1] % 4 == 2)  # one-voxel stripes of part 1 on part 0's half
+    part[stripes] = 1
+    leg = np.stack([np.full(8, 5), np.full(8, 5), np.arange(1, 9)], 1)  # a column below the top
+    coords, part = np.concatenate([coords, leg]), np.concatenate([part, np.full(8, 2)])
+    out = smooth_part_labels(coords, part, passes=2)
+    assert (out[:400][stripes] == 0).all() and (out[:400][coords[:400, 0] >= 11] == 1).all()
+    assert (out[401:] == 2).all() and out[400] == 0
+    assert (smooth_part_labels(coords, part, passes=0) == part).all()
