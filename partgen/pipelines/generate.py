@@ -175,19 +175,23 @@ def merge_small_parts(
     return out, [int(p) for p in kept]
 
 
+def _pieces(coords: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, int]:
+    """The connected pieces (26-neighbourhood) of the voxels coords[members] (coords (V, 3), offset to
+    start at 0): each member's piece 1..n, and n."""
+    from scipy import ndimage
+
+    grid = np.zeros(coords.max(0) + 1, bool)
+    grid[tuple(coords[members].T)] = True
+    labels, count = ndimage.label(grid, structure=np.ones((3, 3, 3)))
+    return labels[tuple(coords[members].T)], int(count)
+
+
 def part_pieces(coords: np.ndarray, part: np.ndarray) -> list[int]:
     """The count of connected pieces (26-neighbourhood) of each part's voxels, parts in order 0..P-1
     of the (V,) labels (a part with no voxel: 0)."""
-    from scipy import ndimage
-
     coords = np.asarray(coords, np.int64)
     coords = coords - coords.min(0)
-    pieces = []
-    for p in range(int(part.max()) + 1 if len(part) else 0):
-        grid = np.zeros(coords.max(0) + 1, bool)
-        grid[tuple(coords[part == p].T)] = True
-        pieces.append(int(ndimage.label(grid, structure=np.ones((3, 3, 3)))[1]))
-    return pieces
+    return [_pieces(coords, np.nonzero(part == p)[0])[1] for p in range(int(part.max()) + 1 if len(part) else 0)]
 
 
 def voxel_neighbours(coords: np.ndarray) -> np.ndarray:
@@ -229,8 +233,6 @@ def absorb_stray_pieces(coords: np.ndarray, part: np.ndarray, max_pieces: int = 
     authored groups span several objects (a newspaper's pages). A piece touching no other part
     stays. Absorbing a piece never adds a piece to the part that takes it (they touch) and no part
     loses its largest pieces, so one pass settles it and the labels (and their names) stay."""
-    from scipy import ndimage
-
     coords = np.asarray(coords, np.int64)
     part = np.asarray(part, np.int64).copy()
     if max_pieces < 1 or not len(part):
@@ -239,12 +241,9 @@ def absorb_stray_pieces(coords: np.ndarray, part: np.ndarray, max_pieces: int = 
     c = coords - coords.min(0)
     for p in range(int(part.max()) + 1):
         members = np.nonzero(part == p)[0]
-        grid = np.zeros(c.max(0) + 1, bool)
-        grid[tuple(c[members].T)] = True
-        labels, count = ndimage.label(grid, structure=np.ones((3, 3, 3)))
+        piece, count = _pieces(c, members)
         if count <= max_pieces:
             continue
-        piece = labels[tuple(c[members].T)]
         for k in np.argsort(-np.bincount(piece)[1:], kind="stable")[max_pieces:] + 1:
             stray = members[piece == k]
             touching = neighbours[stray].ravel()

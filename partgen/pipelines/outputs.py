@@ -60,9 +60,6 @@ def publish_outputs(output: Path, overwrite: bool, write) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["InputError", "check_output", "palette", "publish_outputs"]
-
-
 def build_pipeline(node):
     """Instantiate an app's `pipeline:` node (conf/generate.yaml, conf/segment.yaml: its _target_ a
     partgen from_folder / from_checkpoint), raising what the target raised (Hydra wraps it) so
@@ -76,3 +73,6 @@ def build_pipeline(node):
         if isinstance(err.__cause__, Exception):
             raise err.__cause__ from None
         raise
+
+
+__all__ = ["InputError", "build_pipeline", "check_output", "palette", "publish_outputs"]
