@@ -152,6 +152,7 @@ def block_sdf(
     resolution: int,
     subdiv: int = 4,
     truncation: float = 2.0,
+    sheet: float = 0.0,
 ) -> np.ndarray:
     """Signed distance at the corners of each active voxel's subdiv^3 sub-cells (stage 2's target).
 
@@ -159,12 +160,21 @@ def block_sdf(
     value [n, a, b, c] is the signed distance (negative inside, winding number) at the point
     -0.5 + (coords[n] * s + (a, b, c)) / (resolution * s), in units of one voxel, clipped to
     [-truncation, truncation]. Corners shared by neighbouring voxels are computed once.
+
+    sheet > 0 (voxel units, at most one voxel): every surface becomes a shell at least 2 x sheet
+    thick (distance - sheet outside, as watertight remeshing by unsigned distance does), so surfaces
+    with no inside on either side (a cup's single-sided wall, a glass pane, fan blades, a solid
+    thinner than a sub-cell) are meshed instead of lost; a solid's outside surface moves out by
+    `sheet`. A voxel whose own corners would lose their sign change by it (the moved surface left
+    the active voxels) keeps its plain distances.
     """
     from partgen.data_pipeline.inside import signed_distance
 
     coords = np.asarray(coords, np.int64).reshape(-1, 3)
     if subdiv < 1 or truncation <= 0:
         raise ValueError(f"need subdiv >= 1 and truncation > 0, got {subdiv}, {truncation}")
+    if not 0 <= sheet <= 1:
+        raise ValueError(f"sheet must be in [0, 1] voxels, got {sheet}")
     s = int(subdiv)
     if len(coords) == 0:
         return np.zeros((0, s + 1, s + 1, s + 1), np.float32)
@@ -175,8 +185,12 @@ def block_sdf(
     unique, inverse = np.unique(keys.ravel(), return_inverse=True)
     idx = np.stack([unique // (fine + 1) ** 2, unique // (fine + 1) % (fine + 1), unique % (fine + 1)], 1)
     sdf = signed_distance(vertices, faces, -0.5 + idx / fine) * resolution
-    values = np.clip(sdf, -truncation, truncation)[inverse].reshape(len(coords), s + 1, s + 1, s + 1)
-    return values.astype(np.float32)
+    values = np.clip(sdf, -truncation, truncation)[inverse].reshape(len(coords), -1)
+    if sheet > 0:
+        shell = np.clip(np.minimum(sdf, np.abs(sdf) - sheet), -truncation, truncation)[inverse].reshape(len(coords), -1)
+        keep = (shell.max(1) <= 0) & (values.max(1) > 0) & (values.min(1) <= 0)  # the shell would empty it
+        values = np.where(keep[:, None], values, shell)
+    return values.reshape(len(coords), s + 1, s + 1, s + 1).astype(np.float32)
 
 
 def stage2_blocks(

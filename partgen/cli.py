@@ -123,6 +123,7 @@ def run_generate(cfg: DictConfig) -> int:
             "coordinates": generator.layout.coordinates,
             "reference_strength": generator.layout.strength if generator.layout.uses_references else None,
             "detail_strength": generator.detail_strength,
+            "layout_shell": generator.layout_shell,
             "parts": str(cfg.pipeline.parts),
             "layout": str(cfg.layout) if cfg.layout else "stage 1",
             "schedule": cfg.schedule or "model",

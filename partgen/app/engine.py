@@ -336,6 +336,7 @@ class Engine:
                 "coordinates": layout.coordinates,
                 "reference_strength": layout.strength if layout.uses_references else None,
                 "detail_strength": generator.detail_strength,
+                "layout_shell": generator.layout_shell,
                 "parts": "learned" if generator.segmenter is not None else "geometric",
                 "max_parts": max_parts,
                 "layout": "stage 1",

@@ -386,6 +386,10 @@ class PartGenerator:
                 steps); 1: from pure noise. From noise the CPU-trained PartDiT's latents decode to
                 specks round the surface (normal consistency ~0.55 even on the true layout); from the
                 layout the specks become the layout's surface, which stage 2 then details
+    layout_shell: with detail_strength < 1, the layout surface's signed distances are taken as a shell
+                at least 2 x this many voxels thick (partgen.data_pipeline.samples.block_sdf's sheet):
+                a single-sided wall or pane has no inside, and its plain distances mesh to nothing;
+                0: plain signed distances
     """
 
     def __init__(
@@ -410,6 +414,7 @@ class PartGenerator:
         min_component_faces: int = 50,
         smooth_iterations: int = 5,
         detail_strength: float = 0.3,
+        layout_shell: float = 0.3,
     ):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -417,6 +422,8 @@ class PartGenerator:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if not 0.0 < detail_strength <= 1.0:
             raise ValueError(f"detail_strength must be in (0, 1], got {detail_strength}")
+        if not 0.0 <= layout_shell <= 1.0:
+            raise ValueError(f"layout_shell must be in [0, 1] voxels, got {layout_shell}")
         if part_dit.in_channels != slat_vae.latent_channels:
             raise ValueError(
                 f"the PartDiT makes {part_dit.in_channels} channels, the SLat VAE reads {slat_vae.latent_channels}"
@@ -430,7 +437,7 @@ class PartGenerator:
         self.label_smoothing, self.max_part_pieces = int(label_smoothing), int(max_part_pieces)
         self.max_group, self.precision = int(max_group), precision
         self.min_component_faces, self.smooth_iterations = int(min_component_faces), int(smooth_iterations)
-        self.detail_strength = float(detail_strength)
+        self.detail_strength, self.layout_shell = float(detail_strength), float(layout_shell)
         sub = slat_vae.subdiv if mesh_subdiv is None else int(mesh_subdiv)
         if sub < 1 or slat_vae.subdiv % sub:
             raise ValueError(f"mesh_subdiv must divide the SLat VAE's subdiv {slat_vae.subdiv}, got {mesh_subdiv}")
@@ -646,16 +653,17 @@ class PartGenerator:
     def layout_latents(self, voxels: SparseVoxels, vertices: np.ndarray, faces: np.ndarray) -> torch.Tensor:
         """(V, C) SLat latents of the layout surface (vertices (n, 3) in the normalised cube, faces
         (m, 3)) at the voxels: its signed distances at each voxel's sub-cell corners (block_sdf, as
-        the annotator computes stage 2's training targets) through the SLat VAE's encoder (posterior
-        mean)."""
+        the annotator computes stage 2's training targets, as a shell of layout_shell) through the
+        SLat VAE's encoder (posterior mean)."""
         from partgen.data_pipeline.samples import block_sdf
 
         coords = voxels.coords[:, 1:].cpu().numpy().astype(np.int64)
         vae = self.slat_vae
-        blocks = block_sdf(vertices, faces, coords, voxels.resolution, vae.subdiv, vae.truncation)
+        blocks = block_sdf(vertices, faces, coords, voxels.resolution, vae.subdiv, vae.truncation, self.layout_shell)
         feats = torch.from_numpy(blocks.reshape(len(coords), -1)).to(voxels.feats)
         return vae.encode(voxels.replace(feats=feats)).mean
 
+    @torch.no_grad()
     def decode(self, voxels: SparseVoxels, part: np.ndarray, names: list[str]) -> list[GeneratedPart]:
         """The SLat VAE decodes each voxel's sub-grid signed distances from voxels.feats (V, C) (blocks
         (V, s+1, s+1, s+1), every (s / mesh_subdiv)-th corner kept); marching cubes over each part's

@@ -248,3 +248,40 @@ def test_block_sdf_gives_each_voxel_its_sub_grid_of_signed_distances():
     key = {tuple(c): i for i, c in enumerate(coords.tolist())}
     pairs = [(i, key[(a + 1, b, c)]) for i, (a, b, c) in enumerate(coords.tolist()) if (a + 1, b, c) in key]
     assert pairs and all(np.array_equal(values[i, -1], values[j, 0]) for i, j in pairs)
+
+
+def test_block_sdf_sheet_meshes_a_single_sided_wall_and_keeps_a_solid_in_place():
+    """A single-sided square (a pane: no inside) has no sign change in its plain distances, so it
+    meshes to nothing; with `sheet` it becomes a closed shell about 2 x sheet thick round the square.
+    A solid's surface moves out by at most `sheet`, and a voxel the moved surface would leave empty
+    keeps its plain distances."""
+    from partgen.data_pipeline.samples import block_sdf
+    from partgen.data_pipeline.voxelize import voxelize_surface
+    from partgen.models.slat_vae import blocks_to_mesh
+
+    res, s, sheet = 16, 4, 0.3
+    # the pane mid-way through a layer of voxels, so both sides of its shell lie in the active voxels
+    pane_v = np.array([[-0.3, -0.3, 0.031], [0.3, -0.3, 0.031], [0.3, 0.3, 0.031], [-0.3, 0.3, 0.031]])
+    pane_f = np.array([[0, 1, 2], [0, 2, 3]])
+    coords = voxelize_surface(pane_v, pane_f, res).coords
+    plain = block_sdf(pane_v, pane_f, coords, res, s)
+    assert (plain >= 0).all() and len(blocks_to_mesh(coords, plain, res)[1]) == 0
+    shell_v, shell_f = blocks_to_mesh(coords, block_sdf(pane_v, pane_f, coords, res, s, sheet=sheet), res)
+    mesh = trimesh.Trimesh(shell_v, shell_f)
+    assert abs(mesh.area / (2 * 0.6 * 0.6) - 1) < 0.15  # both sides of the pane
+    assert np.abs(shell_v[:, 2] - 0.031).max() <= (sheet + 0.25 / s) / res  # within sheet (+ a sub-cell's slack)
+    assert np.abs(shell_v[:, :2]).max() <= 0.3 + (sheet + 0.25 / s) / res
+
+    v, f = sphere(subdivisions=4, radius=0.3)
+    coords = voxelize_surface(v, f, res).coords
+    plain, shell = (block_sdf(v, f, coords, res, s, sheet=t) for t in (0.0, sheet))
+    moved = shell != plain
+    assert moved.any() and (shell <= plain).all() and (plain[moved] - shell[moved] <= sheet + 1e-6).all()
+    radius = np.linalg.norm(blocks_to_mesh(coords, shell, res)[0], axis=1)
+    assert 0.3 - 0.01 < radius.mean() < 0.3 + sheet / res + 0.01
+    # a voxel whose own corners lie outside within `sheet` would be emptied by the shell: kept plain
+    flat = plain.reshape(len(coords), -1)
+    emptied = (flat.max(1) <= sheet) & (flat.max(1) > 0) & (flat.min(1) <= 0)
+    assert emptied.any() and np.array_equal(shell[emptied], plain[emptied])
+    with pytest.raises(ValueError, match="sheet must be in"):
+        block_sdf(v, f, coords, res, s, sheet=1.5)
