@@ -114,21 +114,7 @@ def run_generate(cfg: DictConfig) -> int:
         load_s = time.perf_counter() - start
         gen = generator(image, seed=seed, progress=bool(cfg.progress), layout=cfg.layout)
         gen.times = {"load_models_s": load_s} | gen.times
-        settings = {
-            "seed": seed,
-            "steps": generator.steps,
-            "layout_steps": generator.layout.steps,
-            "cfg": generator.guidance,
-            "layout_cfg": generator.layout.guidance,
-            "coordinates": generator.layout.coordinates,
-            "reference_strength": generator.layout.strength if generator.layout.uses_references else None,
-            "detail_strength": generator.detail_strength,
-            "layout_shell": generator.layout_shell,
-            "parts": str(cfg.pipeline.parts),
-            "layout": str(cfg.layout) if cfg.layout else "stage 1",
-            "schedule": cfg.schedule or "model",
-            "precision": generator.precision,
-        }
+        settings = {"seed": seed} | generator.settings() | {"layout": str(cfg.layout) if cfg.layout else "stage 1"}
         models = str(resolve_models(cfg.checkpoint))
         report = make_report(image, gen, settings, models, time.perf_counter() - start)
         publish_outputs(output, bool(cfg.overwrite), lambda folder: write_outputs(folder, image, gen, report))

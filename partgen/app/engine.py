@@ -326,23 +326,7 @@ class Engine:
                     gen = generator(path, seed=int(seed), progress=True, on_stage=tracker.stage)
             except (ValueError, OSError, GenerationError) as err:
                 raise JobError(one_line(err, names)) from None
-            layout = generator.layout
-            settings = {
-                "seed": int(seed),
-                "steps": steps,
-                "layout_steps": layout.steps,
-                "cfg": guidance,
-                "layout_cfg": layout.guidance,
-                "coordinates": layout.coordinates,
-                "reference_strength": layout.strength if layout.uses_references else None,
-                "detail_strength": generator.detail_strength,
-                "layout_shell": generator.layout_shell,
-                "parts": "learned" if generator.segmenter is not None else "geometric",
-                "max_parts": max_parts,
-                "layout": "stage 1",
-                "schedule": generator.schedule or "model",
-                "precision": generator.precision,
-            }
+            settings = {"seed": int(seed)} | generator.settings() | {"max_parts": max_parts, "layout": "stage 1"}
             models = str(resolve_models(self.generate_cfg.get("checkpoint")))
             report = make_report(path, gen, settings, models, time.perf_counter() - start)
             report["input"] = name

@@ -204,17 +204,20 @@ def voxel_neighbours(coords: np.ndarray) -> np.ndarray:
     return index[tuple((c[:, None, :] + offsets[None]).transpose(2, 0, 1))]
 
 
-def smooth_part_labels(coords: np.ndarray, part: np.ndarray, passes: int = 2) -> np.ndarray:
+def smooth_part_labels(
+    coords: np.ndarray, part: np.ndarray, passes: int = 2, neighbours: np.ndarray | None = None
+) -> np.ndarray:
     """(V,) parts after `passes` of a mode filter: each voxel takes the part most common among itself
     and its 26 neighbours (its own part wins a tie). Where two authored parts lie on top of each
     other (a speaker's front panel on its box) the nearest surface alternates between them and their
     labels interleave in stripes one or two voxels wide; the filter gives each stripe the part round
     it. On the 48 val layouts the voxels whose neighbours mostly carry another part fall from 22% to
-    6% on the speaker and the desk, and no part disappears."""
+    6% on the speaker and the desk, and no part disappears. neighbours: voxel_neighbours(coords) when
+    the caller has it."""
     part = np.asarray(part, np.int64).copy()
     if passes < 1 or len(part) < 2:
         return part
-    neighbours = voxel_neighbours(coords)
+    neighbours = voxel_neighbours(coords) if neighbours is None else neighbours
     rows = np.repeat(np.arange(len(part)), neighbours.shape[1])
     present = neighbours.ravel() >= 0
     rows, cols = rows[present], neighbours.ravel()[present]
@@ -226,18 +229,21 @@ def smooth_part_labels(coords: np.ndarray, part: np.ndarray, passes: int = 2) ->
     return part
 
 
-def absorb_stray_pieces(coords: np.ndarray, part: np.ndarray, max_pieces: int = 2) -> np.ndarray:
+def absorb_stray_pieces(
+    coords: np.ndarray, part: np.ndarray, max_pieces: int = 2, neighbours: np.ndarray | None = None
+) -> np.ndarray:
     """(V,) parts in which no part has more than max_pieces connected pieces (26-neighbourhood) where
     that can be had: a part's pieces beyond its max_pieces largest join the part they touch most.
     The voxel labels of a carried reference leave slivers of one part on another's surface, and
     authored groups span several objects (a newspaper's pages). A piece touching no other part
     stays. Absorbing a piece never adds a piece to the part that takes it (they touch) and no part
-    loses its largest pieces, so one pass settles it and the labels (and their names) stay."""
+    loses its largest pieces, so one pass settles it and the labels (and their names) stay.
+    neighbours: voxel_neighbours(coords) when the caller has it."""
     coords = np.asarray(coords, np.int64)
     part = np.asarray(part, np.int64).copy()
     if max_pieces < 1 or not len(part):
         return part
-    neighbours = voxel_neighbours(coords)
+    neighbours = voxel_neighbours(coords) if neighbours is None else neighbours
     c = coords - coords.min(0)
     for p in range(int(part.max()) + 1):
         members = np.nonzero(part == p)[0]
@@ -491,6 +497,23 @@ class PartGenerator:
             generator.segmenter = Segmenter.from_checkpoint(segmenter, device=device, max_parts=generator.max_parts)
         return generator
 
+    def settings(self) -> dict:
+        """The sampling settings a report records (partgen-generate's and partgen-app's)."""
+        layout = self.layout
+        return {
+            "steps": self.steps,
+            "layout_steps": layout.steps,
+            "cfg": self.guidance,
+            "layout_cfg": layout.guidance,
+            "coordinates": layout.coordinates,
+            "reference_strength": layout.strength if layout.uses_references else None,
+            "detail_strength": self.detail_strength,
+            "layout_shell": self.layout_shell,
+            "parts": "learned" if self.segmenter is not None else "geometric",
+            "schedule": self.schedule or "model",
+            "precision": self.precision,
+        }
+
     def load_image(self, path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         """The image at the sizes stage 1 and stage 2 read (ImageError names the file and the reason,
         check_foreground's among them)."""
@@ -591,8 +614,9 @@ class PartGenerator:
             names = [f"part_{p}" for p in range(int(face_part.max()) + 1)]
         part = voxel_parts(coords, self.layout.voxel_resolution, *coarse, face_part)
         part, kept = merge_small_parts(coords, part, self.max_parts, self.min_part_fraction)
-        part = smooth_part_labels(coords, part, self.label_smoothing)
-        part = absorb_stray_pieces(coords, part, self.max_part_pieces)
+        neighbours = voxel_neighbours(coords)
+        part = smooth_part_labels(coords, part, self.label_smoothing, neighbours)
+        part = absorb_stray_pieces(coords, part, self.max_part_pieces, neighbours)
         present, part = np.unique(part, return_inverse=True)  # a part the filter swallowed whole
         return part, unique_names([names[kept[p]] for p in present])
 
