@@ -4,7 +4,9 @@ Legend: V active voxels at the stage-2 resolution R, P parts, C latent channels,
 voxel side.
 
     stage 1   LayoutGenerator: the layout flow samples VecSet latents for the image, the VecSet VAE
-              decodes an occupancy grid, occupancy_to_voxels gives the V voxels (R = 64)
+              decodes an occupancy grid, occupancy_to_voxels gives the V voxels (R = 64); with a
+              reference bank the flow starts from the nearest training shape and carries its mesh,
+              which fit_proportions then stretches to the image's silhouette (pipelines.proportions)
     parts     the coarse surface of the layout (marching cubes of the grid, decimated) is cut into
               parts by the learned segmenter (the bundled one by default; parts named by semantic
               class) or geometrically (parts="geometric"); each voxel takes the part of the nearest
@@ -51,6 +53,7 @@ from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
 from partgen.pipelines.outputs import palette
+from partgen.pipelines.proportions import fit_proportions, image_mask
 from partgen.pipelines.references import BANK_FILE, ReferenceBank
 from partgen.pipelines.segment import Segmenter
 from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
@@ -86,6 +89,7 @@ class Generation:
     times: dict[str, float]
     tokens: dict
     reference: str | None = None  # the training shape stage 1 started from (references), if any
+    layout_scale: list[float] | None = None  # the x, y, z stretch fitted to the image's silhouette, if any
 
 
 MIN_IMAGE_SIDE = 16  # pixels
@@ -396,6 +400,8 @@ class PartGenerator:
                 at least 2 x this many voxels thick (partgen.data_pipeline.samples.block_sdf's sheet):
                 a single-sided wall or pane has no inside, and its plain distances mesh to nothing;
                 0: plain signed distances
+    fit_proportions: stretch a layout carried from a reference shape along x, y and z to the image's
+                silhouette from the icon camera (partgen.pipelines.proportions) before stage 2
     """
 
     def __init__(
@@ -421,6 +427,7 @@ class PartGenerator:
         smooth_iterations: int = 5,
         detail_strength: float = 0.3,
         layout_shell: float = 0.3,
+        fit_proportions: bool = True,
     ):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -444,6 +451,7 @@ class PartGenerator:
         self.max_group, self.precision = int(max_group), precision
         self.min_component_faces, self.smooth_iterations = int(min_component_faces), int(smooth_iterations)
         self.detail_strength, self.layout_shell = float(detail_strength), float(layout_shell)
+        self.fit_proportions = bool(fit_proportions)
         sub = slat_vae.subdiv if mesh_subdiv is None else int(mesh_subdiv)
         if sub < 1 or slat_vae.subdiv % sub:
             raise ValueError(f"mesh_subdiv must divide the SLat VAE's subdiv {slat_vae.subdiv}, got {mesh_subdiv}")
@@ -509,6 +517,7 @@ class PartGenerator:
             "reference_strength": layout.strength if layout.uses_references else None,
             "detail_strength": self.detail_strength,
             "layout_shell": self.layout_shell,
+            "fit_proportions": self.fit_proportions,
             "parts": "learned" if self.segmenter is not None else "geometric",
             "schedule": self.schedule or "model",
             "precision": self.precision,
@@ -533,7 +542,8 @@ class PartGenerator:
         device = next(self.part_dit.parameters()).device
         image_layout, image_dit = (im.to(device) for im in self.load_image(image))
         stage("stage 1")
-        coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout)
+        mask = image_mask(image) if self.fit_proportions and layout is None else None
+        coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout, mask)
         where = f"{image} (seed {seed})"
         if len(coords) == 0 or len(surface[1]) == 0:
             raise GenerationError(f"stage 1 made an empty layout for {where}: no surface in the occupancy")
@@ -557,19 +567,22 @@ class PartGenerator:
         if not parts:
             raise GenerationError(f"stage 2 decoded no surface for {where}")
         tokens = self._tokens(part, group, names, latents_count)
-        return Generation(parts, surface, voxels.cpu(), times, tokens, given[2] if given else None)
+        reference, scale = given[2:] if given else (None, None)
+        return Generation(parts, surface, voxels.cpu(), times, tokens, reference, scale)
 
     # --- the stages ------------------------------------------------------------------------------
 
     def sample_layout(
-        self, image: torch.Tensor, seed: int = 0, progress: bool = False, layout=None
+        self, image: torch.Tensor, seed: int = 0, progress: bool = False, layout=None, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, float], int, tuple | None]:
         """Stage 1: image (3, S1, S1) -> the V surface voxels (V, 3) int64 at the stage-2 resolution,
         the coarse surface (vertices (n, 3) float64 in the normalised cube, faces (m, 3) int64),
         seconds per step, the count of layout latents (L; 0 when `layout`, a mesh file or
         (vertices, faces), stands in for stage 1: its surface voxels and itself, normalised into the
         cube), and when stage 1 carried a reference shape (LayoutGenerator with references) its
-        parts: ((m,) face parts, names, the reference's key), else None."""
+        parts and more: ((m,) face parts, names, the reference's key, the x, y, z stretch fitted to
+        `mask` (the image's framed object mask, partgen.pipelines.proportions.image_mask) or None),
+        else None."""
         if layout is not None:
             from partgen.data_pipeline.mesh_io import load_mesh, normalise
             from partgen.data_pipeline.voxelize import voxelize_surface
@@ -587,9 +600,21 @@ class PartGenerator:
         coords = generated.voxels.cpu().numpy().astype(np.int64)
         times = {f"layout_{k}": v for k, v in generated.times.items()}
         if generated.mesh is not None:
-            m = generated.mesh
-            given = (m.face_part, m.part_names, generated.reference)
-            return coords, (m.vertices, m.faces), times, int(generated.latents.shape[0]), given
+            m, scale, vertices = generated.mesh, None, generated.mesh.vertices
+            if mask is not None:
+                from partgen.data_pipeline.mesh_io import normalise
+                from partgen.data_pipeline.voxelize import voxelize_surface
+
+                t0 = time.perf_counter()
+                fit = fit_proportions(vertices, m.faces, mask)
+                if fit.applied:
+                    vertices = vertices * fit.scale
+                    vertices = normalise(vertices).apply(vertices)
+                    coords = voxelize_surface(vertices, m.faces, self.layout.voxel_resolution).coords.astype(np.int64)
+                scale = [round(float(x), 4) for x in fit.scale]
+                times["layout_proportions_s"] = time.perf_counter() - t0
+            given = (m.face_part, m.part_names, generated.reference, scale)
+            return coords, (vertices, m.faces), times, int(generated.latents.shape[0]), given
         vertices, faces = extract_mesh(generated.grid)
         return coords, (vertices, faces), times, int(generated.latents.shape[0]), None
 
@@ -787,6 +812,7 @@ def make_report(image: Path, gen: Generation, settings: dict, models: str, total
         "times_s": {k: round(v, 3) for k, v in gen.times.items()} | {"total_s": round(total_s, 3)},
         "tokens": gen.tokens,
         "layout_reference": gen.reference,
+        "layout_scale": gen.layout_scale,
         "parts": [
             {"name": p.name, "voxels": p.voxels, "vertices": len(p.vertices), "faces": len(p.faces)} for p in gen.parts
         ],

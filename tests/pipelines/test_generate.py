@@ -106,7 +106,9 @@ def test_outputs_hold_named_parts_and_a_report(generated):
 
     assert split_of(report["layout_reference"], 0.1, 0) == "train"
     assert report["settings"]["reference_strength"] == 0.1 and report["settings"]["detail_strength"] == 0.3
-    assert report["settings"]["layout_shell"] == 0.3
+    assert report["settings"]["layout_shell"] == 0.3 and report["settings"]["fit_proportions"] is True
+    assert len(report["layout_scale"]) == 3 and all(0.5 <= x <= 2.0 for x in report["layout_scale"])
+    assert report["times_s"]["layout_proportions_s"] >= 0
     assert report["settings"]["seed"] == 0 and report["versions"]["torch"] == torch.__version__
     assert np.asarray(Image.open(generated / "preview.png")).shape == (256, 4 * 256, 3)
 

@@ -1,0 +1,91 @@
+"""Stage 1's layout stretched to the image's silhouette (partgen.pipelines.proportions): the framing of
+masks, a known stretch recovered from a rendered silhouette, small gains dropped, and the bundled
+pipeline's layout fitting an icon better than the reference it carries."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from partgen.data_pipeline.sh3d_icons import ICON_EXTENT, silhouette_iou
+from partgen.pipelines.proportions import MAX_STRETCH, fit_proportions, framed_mask, image_mask, layout_silhouette
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def test_framed_mask_centres_the_object_and_scales_its_longer_side():
+    mask = np.zeros((300, 200), bool)
+    mask[10:40, 120:180] = True  # 30 x 60, off centre
+    out = framed_mask(mask, 128)
+    rows, cols = np.nonzero(out.any(1))[0], np.nonzero(out.any(0))[0]
+    width, height = cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1
+    assert abs(width - ICON_EXTENT * 128) <= 1 and abs(height - ICON_EXTENT * 64) <= 1  # proportions kept
+    assert abs((cols[0] + cols[-1]) / 2 - 63.5) <= 1 and abs((rows[0] + rows[-1]) / 2 - 63.5) <= 1
+    with pytest.raises(ValueError, match="object pixels"):
+        framed_mask(np.zeros((8, 8), bool))
+
+
+def box(extents) -> tuple[np.ndarray, np.ndarray]:
+    mesh = trimesh.creation.box(extents)
+    return mesh.vertices, mesh.faces
+
+
+@pytest.mark.parametrize("extents", [(1.0, 0.8, 0.8), (0.8, 1.0, 0.85), (0.75, 0.75, 0.9)])
+def test_a_stretched_box_is_recovered_from_its_silhouette(extents):
+    target = layout_silhouette(*box(extents))
+    vertices, faces = box((0.8, 0.8, 0.8))
+    fit = fit_proportions(vertices, faces, target)
+    assert fit.applied and fit.after > max(0.97, fit.before + 0.03)
+    got = np.ptp(vertices * fit.scale, 0)
+    # the proportions, not the size (the framing removes the size)
+    assert np.allclose(got / got.max(), np.asarray(extents) / max(extents), atol=0.04)
+    assert silhouette_iou(layout_silhouette(vertices * fit.scale, faces), target) == pytest.approx(fit.after)
+
+
+def test_the_stretch_is_bounded():
+    vertices, faces = box((0.8, 0.8, 0.8))
+    fit = fit_proportions(vertices, faces, layout_silhouette(*box((1.0, 0.4, 0.4))))
+    assert fit.applied and np.all(np.abs(np.log(fit.scale)) <= MAX_STRETCH + 1e-9)
+    assert np.abs(np.log(fit.scale)).max() == pytest.approx(MAX_STRETCH)  # as far as it may go
+    wide = fit_proportions(vertices, faces, layout_silhouette(*box((1.0, 0.4, 0.4))), bound=np.log(3.0))
+    assert wide.after > fit.after
+
+
+def test_a_fit_that_gains_little_is_dropped():
+    vertices, faces = box((1.0, 0.5, 0.5))
+    own = fit_proportions(vertices, faces, layout_silhouette(vertices, faces))
+    assert not own.applied and np.array_equal(own.scale, np.ones(3)) and own.after == own.before > 0.97
+    near = layout_silhouette(*box((1.0, 0.52, 0.5)))  # a stretch that gains ~2% IoU
+    free = fit_proportions(vertices, faces, near, min_gain=0.0, penalty=0.0)
+    assert free.applied and 0.0 < free.after - free.before < 0.05
+    assert not fit_proportions(vertices, faces, near, min_gain=0.05).applied
+
+
+def test_the_bundled_stage_1_layout_fits_the_icon_it_was_made_from():
+    from partgen.pipelines.generate import PartGenerator
+
+    generator = PartGenerator.from_folder(parts="geometric")
+    icon = sorted(p for p in EXAMPLES.glob("*.png") if not p.name.startswith("scopia"))[0]
+    image, _ = generator.load_image(icon)
+    mask = image_mask(icon)
+    plain = generator.sample_layout(image, seed=0)
+    fitted = generator.sample_layout(image, seed=0, mask=mask)
+    (v0, f0), (v1, f1) = plain[1], fitted[1]
+    before = silhouette_iou(layout_silhouette(v0, f0), mask)
+    after = silhouette_iou(layout_silhouette(v1, f1), mask)
+    scale = fitted[4][3]
+    assert plain[4][3] is None and len(scale) == 3 and np.array_equal(f0, f1)
+    assert after >= before
+    if scale != [1.0, 1.0, 1.0]:
+        assert after >= before + 0.02
+        # stage 2's voxels are the stretched layout's, the same reference otherwise
+        extent = lambda coords: np.ptp(coords, 0) / np.ptp(coords, 0).max()  # noqa: E731
+        assert np.allclose(extent(fitted[0]), np.ptp(v1, 0) / np.ptp(v1, 0).max(), atol=0.05)
+        assert fitted[4][2] == plain[4][2]
