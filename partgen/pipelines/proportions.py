@@ -13,8 +13,8 @@ with halving steps. A fit that gains less than `min_gain` IoU is dropped (the fa
 The stretch is bounded because the camera is a guess: many icons were drawn from another angle than
 the typical one (the true mesh's silhouette from TYPICAL_VIEW overlaps its own icon by 0.69 on
 average over the 48 val icons), and a free fit then explains the angle by proportions (up to 2x:
-a book twice as thick, a lying man twice as tall). Chosen by leave-one-out over the training icons
-(each icon's nearest other reference, fitted, against the icon's true mesh).
+a book twice as thick, a lying man twice as tall, on val). On leave-one-out over the training icons
+(scripts/tune_proportions.py) the ranges from 0.8-1.25 to 0.5-2 tie, so the narrowest is kept.
 Figures: partgen/assets/generator/README.md.
 """
 
