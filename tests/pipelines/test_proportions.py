@@ -32,6 +32,20 @@ def test_framed_mask_centres_the_object_and_scales_its_longer_side():
         framed_mask(np.zeros((8, 8), bool))
 
 
+def test_image_mask_reads_alpha_or_what_is_not_white(tmp_path):
+    from PIL import Image
+
+    rgb = np.full((90, 120, 3), 255, np.uint8)
+    rgb[20:50, 10:100] = (200, 30, 30)  # a 30 x 90 red bar on white, no alpha
+    rgba = np.zeros((90, 120, 4), np.uint8)
+    rgba[20:50, 10:100] = (255, 255, 255, 255)  # a white bar, opaque on transparent: alpha says where
+    for name, pixels in (("rgb.png", rgb), ("rgba.png", rgba)):
+        Image.fromarray(pixels).save(tmp_path / name)
+        mask = image_mask(tmp_path / name)
+        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        assert mask.shape == (128, 128) and abs((cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1) - 3.0) < 0.15
+
+
 def box(extents) -> tuple[np.ndarray, np.ndarray]:
     mesh = trimesh.creation.box(extents)
     return mesh.vertices, mesh.faces
