@@ -14,6 +14,7 @@ the per-shape figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,6 +31,14 @@ SETTINGS = {  # name -> fit_proportions keywords (None: the reference unstretche
 }
 
 
+@functools.cache
+def load_bank(path: str):
+    """The bank, read once per worker process (not once per shape)."""
+    from partgen.pipelines.references import ReferenceBank
+
+    return ReferenceBank.load(path)
+
+
 def score_shape(args: tuple[str, str, int]) -> dict:
     import torch
 
@@ -37,11 +46,10 @@ def score_shape(args: tuple[str, str, int]) -> dict:
     from partgen.data_pipeline.sh3d_icons import render_silhouette, silhouette_iou
     from partgen.eval.geometry import normalise_box, surface_metrics
     from partgen.pipelines.proportions import fit_proportions, image_mask
-    from partgen.pipelines.references import ReferenceBank
 
     records, bank_path, i = args
     torch.set_num_threads(1)
-    bank = ReferenceBank.load(bank_path)
+    bank = load_bank(bank_path)
     distances = bank.distances(bank.embeddings[i], bank.descriptors[i])
     distances[i] = float("inf")
     ref = bank.meshes[int(distances.argmin())]
@@ -69,9 +77,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from partgen.pipelines.references import ReferenceBank
-
-    count = len(ReferenceBank.load(args.bank))
+    count = len(load_bank(args.bank))
     jobs = [(args.records, args.bank, i) for i in range(0, count, args.every)]
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(score_shape, jobs, chunksize=4))

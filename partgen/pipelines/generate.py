@@ -51,7 +51,7 @@ from partgen.models.io import choose_device, load_trained
 from partgen.models.part_dit import PartDiT, attention_groups, part_image_groups
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
-from partgen.pipelines.layout import LayoutGenerator
+from partgen.pipelines.layout import LayoutGenerator, cube_surface_voxels
 from partgen.pipelines.outputs import palette
 from partgen.pipelines.proportions import fit_proportions, image_mask
 from partgen.pipelines.references import BANK_FILE, ReferenceBank
@@ -584,8 +584,7 @@ class PartGenerator:
         `mask` (the image's framed object mask, partgen.pipelines.proportions.image_mask) or None),
         else None."""
         if layout is not None:
-            from partgen.data_pipeline.mesh_io import load_mesh, normalise
-            from partgen.data_pipeline.voxelize import voxelize_surface
+            from partgen.data_pipeline.mesh_io import load_mesh
 
             t0 = time.perf_counter()
             if isinstance(layout, tuple):
@@ -593,8 +592,7 @@ class PartGenerator:
             else:
                 mesh = load_mesh(layout)
                 vertices, faces = mesh.vertices, mesh.faces
-            vertices = normalise(vertices).apply(vertices)
-            coords = voxelize_surface(vertices, faces, self.layout.voxel_resolution).coords.astype(np.int64)
+            vertices, coords = cube_surface_voxels(vertices, faces, self.layout.voxel_resolution)
             return coords, (vertices, faces), {"layout_from_mesh_s": time.perf_counter() - t0}, 0, None
         generated = self.layout(image, seed=seed, progress="stage 1: layout flow" if progress else None)
         coords = generated.voxels.cpu().numpy().astype(np.int64)
@@ -602,15 +600,10 @@ class PartGenerator:
         if generated.mesh is not None:
             m, scale, vertices = generated.mesh, None, generated.mesh.vertices
             if mask is not None:
-                from partgen.data_pipeline.mesh_io import normalise
-                from partgen.data_pipeline.voxelize import voxelize_surface
-
                 t0 = time.perf_counter()
                 fit = fit_proportions(vertices, m.faces, mask)
                 if fit.applied:
-                    vertices = vertices * fit.scale
-                    vertices = normalise(vertices).apply(vertices)
-                    coords = voxelize_surface(vertices, m.faces, self.layout.voxel_resolution).coords.astype(np.int64)
+                    vertices, coords = cube_surface_voxels(vertices * fit.scale, m.faces, self.layout.voxel_resolution)
                 scale = [round(float(x), 4) for x in fit.scale]
                 times["layout_proportions_s"] = time.perf_counter() - t0
             given = (m.face_part, m.part_names, generated.reference, scale)

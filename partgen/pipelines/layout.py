@@ -54,6 +54,19 @@ class Layout:
     reference: str | None = None
 
 
+def cube_surface_voxels(vertices, faces, resolution: int):
+    """A mesh normalised into the cube as every record is, and the voxels its surface crosses at
+    `resolution`: ((n, 3) float64 vertices, (V, 3) int64 coordinates), stage 2's layout."""
+    import numpy as np
+
+    from partgen.data_pipeline.mesh_io import normalise
+    from partgen.data_pipeline.voxelize import voxelize_surface
+
+    vertices = np.asarray(vertices, np.float64)
+    vertices = normalise(vertices).apply(vertices)
+    return vertices, voxelize_surface(vertices, faces, resolution).coords.astype(np.int64)
+
+
 class LayoutGenerator:
     """See the module docstring. steps, guidance, shift: of the flow sampler; resolution, coarse:
     of the occupancy grid; voxel_resolution, dilation: of the stage-2 coordinates; coordinates:
@@ -180,20 +193,14 @@ class LayoutGenerator:
     def _carry_reference(self, index: int, latents: torch.Tensor, times: dict[str, float]) -> Layout:
         """The reference's coarse mesh moved with its anchors to the generated ones (deform_by_anchors),
         normalised into the cube as every record is -> its surface voxels at voxel_resolution."""
-        import numpy as np
-
-        from partgen.data_pipeline.mesh_io import normalise
-        from partgen.data_pipeline.voxelize import voxelize_surface
-
         t0 = time.perf_counter()
         ref = self.references.meshes[index]
         before = self.references.latents[index][:, :3].numpy()
         moved = deform_by_anchors(ref.vertices, before, latents[:, :3].cpu().double().numpy())
-        moved = normalise(moved).apply(moved)
-        voxels = voxelize_surface(moved, ref.faces, self.voxel_resolution).coords.astype(np.int32)
+        moved, voxels = cube_surface_voxels(moved, ref.faces, self.voxel_resolution)
         times["voxels_s"] = time.perf_counter() - t0
         mesh = ReferenceMesh(moved, ref.faces, ref.face_part, ref.part_names)
-        return Layout(latents, None, torch.from_numpy(voxels), times, mesh, self.references.keys[index])
+        return Layout(latents, None, torch.from_numpy(voxels).int(), times, mesh, self.references.keys[index])
 
 
-__all__ = ["Layout", "LayoutGenerator"]
+__all__ = ["Layout", "LayoutGenerator", "cube_surface_voxels"]

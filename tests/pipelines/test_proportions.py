@@ -96,10 +96,9 @@ def test_the_bundled_stage_1_layout_fits_the_icon_it_was_made_from():
     after = silhouette_iou(layout_silhouette(v1, f1), mask)
     scale = fitted[4][3]
     assert plain[4][3] is None and len(scale) == 3 and np.array_equal(f0, f1)
-    assert after >= before
-    if scale != [1.0, 1.0, 1.0]:
-        assert after >= before + 0.02
-        # stage 2's voxels are the stretched layout's, the same reference otherwise
-        extent = lambda coords: np.ptp(coords, 0) / np.ptp(coords, 0).max()  # noqa: E731
-        assert np.allclose(extent(fitted[0]), np.ptp(v1, 0) / np.ptp(v1, 0).max(), atol=0.05)
-        assert fitted[4][2] == plain[4][2]
+    # the chair icon was drawn from another angle than the typical view: its layout is stretched
+    assert scale != [1.0, 1.0, 1.0] and after >= before + 0.02
+    # stage 2's voxels are the stretched layout's, the same reference otherwise
+    extent = lambda coords: np.ptp(coords, 0) / np.ptp(coords, 0).max()  # noqa: E731
+    assert np.allclose(extent(fitted[0]), np.ptp(v1, 0) / np.ptp(v1, 0).max(), atol=0.05)
+    assert fitted[4][2] == plain[4][2]
