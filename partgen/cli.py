@@ -104,17 +104,20 @@ def run_generate(cfg: DictConfig) -> int:
     from partgen.data_pipeline.mesh_io import MeshError
     from partgen.pipelines.generate import GenerationError, make_report, resolve_models, write_outputs
     from partgen.pipelines.outputs import InputError, build_pipeline, check_output, publish_outputs
+    from partgen.pipelines.proportions import check_dimensions
 
     app = "partgen-generate"
     try:
         image, output, seed = Path(str(cfg.image)), Path(str(cfg.output)), int(cfg.seed)
         check_output(output, bool(cfg.overwrite))
+        dims = None if cfg.dimensions is None else check_dimensions(cfg.dimensions).tolist()
         start = time.perf_counter()
         generator = build_pipeline(cfg.pipeline)
         load_s = time.perf_counter() - start
-        gen = generator(image, seed=seed, progress=bool(cfg.progress), layout=cfg.layout)
+        gen = generator(image, seed=seed, progress=bool(cfg.progress), layout=cfg.layout, dimensions=dims)
         gen.times = {"load_models_s": load_s} | gen.times
         settings = {"seed": seed} | generator.settings() | {"layout": str(cfg.layout) if cfg.layout else "stage 1"}
+        settings["dimensions"] = dims
         models = str(resolve_models(cfg.checkpoint))
         report = make_report(image, gen, settings, models, time.perf_counter() - start)
         publish_outputs(output, bool(cfg.overwrite), lambda folder: write_outputs(folder, image, gen, report))

@@ -6,7 +6,9 @@ voxel side.
     stage 1   LayoutGenerator: the layout flow samples VecSet latents for the image, the VecSet VAE
               decodes an occupancy grid, occupancy_to_voxels gives the V voxels (R = 64); with a
               reference bank the flow starts from the nearest training shape and carries its mesh,
-              which fit_proportions then stretches to the image's silhouette (pipelines.proportions)
+              which fit_proportions then stretches to the image's silhouette (pipelines.proportions);
+              given the object's dimensions (width, depth, height) the layout, whichever, takes
+              their proportions instead (box_stretch)
     parts     the coarse surface of the layout (marching cubes of the grid, decimated) is cut into
               parts by the learned segmenter (the bundled one by default; parts named by semantic
               class) or geometrically (parts="geometric"); each voxel takes the part of the nearest
@@ -21,7 +23,8 @@ voxel side.
               part's blocks gives one mesh per part at R x s (64 x 4 = 256)
 
 With layout=MESH a coarse shape the user gives (any mesh file partgen reads) stands in for stage 1:
-its surface voxels and surface are the layout, and stage 2 details it from the image.
+its surface voxels and surface are the layout, and stage 2 details it from the image. The outputs
+stay in the normalised cube (longest side 1) whether or not dimensions were given.
 
 A model set is a folder with layout_vae/, layout_flow/, slat_vae/ and part_dit/ model folders
 (model.yaml + model.safetensors, as partgen-train writes them; loading never unpickles and builds
@@ -53,7 +56,7 @@ from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator, cube_surface_voxels
 from partgen.pipelines.outputs import palette
-from partgen.pipelines.proportions import fit_proportions, image_mask
+from partgen.pipelines.proportions import box_stretch, check_dimensions, fit_proportions, image_mask
 from partgen.pipelines.references import BANK_FILE, ReferenceBank
 from partgen.pipelines.segment import Segmenter
 from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
@@ -89,7 +92,7 @@ class Generation:
     times: dict[str, float]
     tokens: dict
     reference: str | None = None  # the training shape stage 1 started from (references), if any
-    layout_scale: list[float] | None = None  # the x, y, z stretch fitted to the image's silhouette, if any
+    layout_scale: list[float] | None = None  # the x, y, z stretch of stage 1's layout (stretch_layout), if any
 
 
 MIN_IMAGE_SIDE = 16  # pixels
@@ -365,7 +368,7 @@ def sample_part_latents(
 
 
 class PartGenerator:
-    """Image -> parts (module docstring), in four stages: sample_layout, assign_parts,
+    """Image -> parts (module docstring), in four stages: sample_layout (then stretch_layout), assign_parts,
     sample_latents, decode. partgen-generate builds it from conf/generate.yaml (`pipeline:`, through
     from_folder); the defaults here are that file's (tests/pipelines/test_generate.py checks it).
 
@@ -401,7 +404,8 @@ class PartGenerator:
                 a single-sided wall or pane has no inside, and its plain distances mesh to nothing;
                 0: plain signed distances
     fit_proportions: stretch a layout carried from a reference shape along x, y and z to the image's
-                silhouette from the icon camera (partgen.pipelines.proportions) before stage 2
+                silhouette from the icon camera (partgen.pipelines.proportions) before stage 2; a call
+                given the object's dimensions stretches any layout to their proportions instead
     """
 
     def __init__(
@@ -532,18 +536,33 @@ class PartGenerator:
 
     @torch.no_grad()
     def __call__(
-        self, image: str | Path, seed: int = 0, progress: bool = False, layout=None, on_stage=None
+        self,
+        image: str | Path,
+        seed: int = 0,
+        progress: bool = False,
+        layout=None,
+        on_stage=None,
+        dimensions=None,
     ) -> Generation:
         """image -> Generation; layout: a mesh file or (vertices, faces) that stands in for stage 1 (its
         surface voxels and surface are used as the layout: stage 2 then details a coarse shape the
-        user gives); on_stage: None, or a callable given "stage 1", "parts", "stage 2" and "decode" as
-        each begins (partgen-app's progress bar; an exception it raises stops the generation there)."""
+        user gives); dimensions: None, or the object's (width, depth, height) in any one unit, whose
+        proportions the layout takes (stretch_layout); on_stage: None, or a callable given "stage 1",
+        "parts", "stage 2" and "decode" as each begins (partgen-app's progress bar; an exception it
+        raises stops the generation there)."""
+        if dimensions is not None:
+            dimensions = check_dimensions(dimensions)  # before any work
         stage = on_stage or (lambda name: None)
         device = next(self.part_dit.parameters()).device
         image_layout, image_dit = (im.to(device) for im in self.load_image(image))
         stage("stage 1")
-        mask = image_mask(image) if self.fit_proportions and layout is None else None
-        coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout, mask)
+        coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout)
+        scale = None
+        if dimensions is not None or (self.fit_proportions and given):
+            t0 = time.perf_counter()
+            mask = None if dimensions is not None else image_mask(image)
+            coords, surface, scale = self.stretch_layout(coords, surface, mask, dimensions)
+            times["layout_proportions_s"] = time.perf_counter() - t0
         where = f"{image} (seed {seed})"
         if len(coords) == 0 or len(surface[1]) == 0:
             raise GenerationError(f"stage 1 made an empty layout for {where}: no surface in the occupancy")
@@ -567,22 +586,19 @@ class PartGenerator:
         if not parts:
             raise GenerationError(f"stage 2 decoded no surface for {where}")
         tokens = self._tokens(part, group, names, latents_count)
-        reference, scale = given[2:] if given else (None, None)
-        return Generation(parts, surface, voxels.cpu(), times, tokens, reference, scale)
+        return Generation(parts, surface, voxels.cpu(), times, tokens, given[2] if given else None, scale)
 
     # --- the stages ------------------------------------------------------------------------------
 
     def sample_layout(
-        self, image: torch.Tensor, seed: int = 0, progress: bool = False, layout=None, mask: np.ndarray | None = None
+        self, image: torch.Tensor, seed: int = 0, progress: bool = False, layout=None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, float], int, tuple | None]:
         """Stage 1: image (3, S1, S1) -> the V surface voxels (V, 3) int64 at the stage-2 resolution,
         the coarse surface (vertices (n, 3) float64 in the normalised cube, faces (m, 3) int64),
         seconds per step, the count of layout latents (L; 0 when `layout`, a mesh file or
         (vertices, faces), stands in for stage 1: its surface voxels and itself, normalised into the
         cube), and when stage 1 carried a reference shape (LayoutGenerator with references) its
-        parts and more: ((m,) face parts, names, the reference's key, the x, y, z stretch fitted to
-        `mask` (the image's framed object mask, partgen.pipelines.proportions.image_mask) or None),
-        else None."""
+        parts and key: ((m,) face parts, names, the reference's key), else None."""
         if layout is not None:
             from partgen.data_pipeline.mesh_io import load_mesh
 
@@ -598,18 +614,27 @@ class PartGenerator:
         coords = generated.voxels.cpu().numpy().astype(np.int64)
         times = {f"layout_{k}": v for k, v in generated.times.items()}
         if generated.mesh is not None:
-            m, scale, vertices = generated.mesh, None, generated.mesh.vertices
-            if mask is not None:
-                t0 = time.perf_counter()
-                fit = fit_proportions(vertices, m.faces, mask)
-                if fit.applied:
-                    vertices, coords = cube_surface_voxels(vertices * fit.scale, m.faces, self.layout.voxel_resolution)
-                scale = [round(float(x), 4) for x in fit.scale]
-                times["layout_proportions_s"] = time.perf_counter() - t0
-            given = (m.face_part, m.part_names, generated.reference, scale)
-            return coords, (vertices, m.faces), times, int(generated.latents.shape[0]), given
+            m = generated.mesh
+            given = (m.face_part, m.part_names, generated.reference)
+            return coords, (m.vertices, m.faces), times, int(generated.latents.shape[0]), given
         vertices, faces = extract_mesh(generated.grid)
         return coords, (vertices, faces), times, int(generated.latents.shape[0]), None
+
+    def stretch_layout(
+        self, coords: np.ndarray, surface: tuple[np.ndarray, np.ndarray], mask: np.ndarray | None, dimensions=None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], list[float]]:
+        """The layout (voxels (V, 3), surface (vertices, faces)) stretched along x, y, z: to the
+        proportions of dimensions (width, depth, height; box_stretch) when given, else to the image's
+        framed object mask (fit_proportions; image_mask) -> its voxels, its surface and the factors
+        (all 1, and the layout unchanged, when the silhouette fit was dropped)."""
+        vertices, faces = surface
+        if dimensions is not None:
+            factors = box_stretch(vertices, dimensions)
+        else:
+            factors = fit_proportions(vertices, faces, mask).scale
+        if (factors != 1.0).any():
+            vertices, coords = cube_surface_voxels(vertices * factors, faces, self.layout.voxel_resolution)
+        return coords, (vertices, faces), [round(float(x), 4) for x in factors]
 
     def assign_parts(
         self, coords: np.ndarray, vertices: np.ndarray, faces: np.ndarray, given: tuple | None = None

@@ -140,6 +140,29 @@ def test_a_given_coarse_mesh_stands_in_for_stage_1(tmp_path):
     assert main(config(TRAINING_ICON, tmp_path / "bad", layout=str(tmp_path / "none.obj"))) == 1
 
 
+def test_given_dimensions_set_the_layouts_proportions(tmp_path, capsys):
+    """dimensions=[W,D,H]: the layout (here a given one, examples/table.obj, 1.2 x 0.75 x 0.78 in x, y,
+    z) takes their proportions, recorded in the report; bad dimensions fail in one line, writing nothing."""
+    from partgen.data_pipeline.mesh_io import load_mesh
+
+    mesh = EXAMPLES.parent / "table.obj"
+    out = tmp_path / "out"
+    assert main(config(TRAINING_ICON, out, layout=str(mesh), parts="geometric", dimensions="[80,160,75]")) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["dimensions"] == [80.0, 160.0, 75.0] and report["times_s"]["layout_proportions_s"] >= 0
+    layout = load_mesh(out / "layout.ply").vertices
+    assert np.allclose(np.ptp(layout, 0) / np.ptp(layout, 0).max(), np.array([80, 75, 160]) / 160, atol=1e-4)
+    assert np.median(report["layout_scale"]) == pytest.approx(1.0, abs=1e-3) and report["layout_scale"][2] > 1.5
+    generated = load_mesh(out / "mesh.obj").vertices
+    assert np.allclose(np.ptp(generated, 0) / np.ptp(generated, 0).max(), np.array([80, 75, 160]) / 160, atol=0.05)
+    for bad in ("[80,160]", "[80,-1,75]", "80"):
+        capsys.readouterr()
+        assert main(config(TRAINING_ICON, tmp_path / "bad", dimensions=bad)) == 1
+        err = capsys.readouterr().err.strip()
+        assert "dimensions must be three positive numbers" in err and "\n" not in err
+        assert not (tmp_path / "bad").exists()
+
+
 def test_stage_2_started_from_the_layout_surface_keeps_it(tmp_path):
     """detail_strength < 1 (SDEdit from the layout's encoded signed distances) gives a surface whose
     normals follow the layout's; from pure noise the same model gives specks (normal consistency

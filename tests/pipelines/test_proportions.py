@@ -1,6 +1,7 @@
 """Stage 1's layout stretched to the image's silhouette (partgen.pipelines.proportions): the framing of
 masks, a known stretch recovered from a rendered silhouette, small gains dropped, and the bundled
-pipeline's layout fitting an icon better than the reference it carries."""
+pipeline's layout fitting an icon better than the reference it carries; or stretched to dimensions a
+user gives (box_stretch), which are checked first."""
 
 from pathlib import Path
 
@@ -10,7 +11,16 @@ import torch
 import trimesh
 
 from partgen.data_pipeline.sh3d_icons import ICON_EXTENT, silhouette_iou
-from partgen.pipelines.proportions import MAX_STRETCH, fit_proportions, framed_mask, image_mask, layout_silhouette
+from partgen.pipelines.proportions import (
+    MAX_BOX_STRETCH,
+    MAX_STRETCH,
+    box_stretch,
+    check_dimensions,
+    fit_proportions,
+    framed_mask,
+    image_mask,
+    layout_silhouette,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 
@@ -89,16 +99,52 @@ def test_the_bundled_stage_1_layout_fits_the_icon_it_was_made_from():
     icon = sorted(p for p in EXAMPLES.glob("*.png") if not p.name.startswith("scopia"))[0]
     image, _ = generator.load_image(icon)
     mask = image_mask(icon)
-    plain = generator.sample_layout(image, seed=0)
-    fitted = generator.sample_layout(image, seed=0, mask=mask)
-    (v0, f0), (v1, f1) = plain[1], fitted[1]
+    coords, (v0, f0), _, _, given = generator.sample_layout(image, seed=0)
+    fitted, (v1, f1), scale = generator.stretch_layout(coords, (v0, f0), mask)
     before = silhouette_iou(layout_silhouette(v0, f0), mask)
     after = silhouette_iou(layout_silhouette(v1, f1), mask)
-    scale = fitted[4][3]
-    assert plain[4][3] is None and len(scale) == 3 and np.array_equal(f0, f1)
+    assert given is not None and len(scale) == 3 and np.array_equal(f0, f1)
     # the chair icon was drawn from another angle than the typical view: its layout is stretched
     assert scale != [1.0, 1.0, 1.0] and after >= before + 0.02
-    # stage 2's voxels are the stretched layout's, the same reference otherwise
-    extent = lambda coords: np.ptp(coords, 0) / np.ptp(coords, 0).max()  # noqa: E731
-    assert np.allclose(extent(fitted[0]), np.ptp(v1, 0) / np.ptp(v1, 0).max(), atol=0.05)
-    assert fitted[4][2] == plain[4][2]
+    # stage 2's voxels are the stretched layout's
+    extent = lambda a: np.ptp(a, 0) / np.ptp(a, 0).max()  # noqa: E731
+    assert np.allclose(extent(fitted), extent(v1), atol=0.05)
+    # given dimensions (a chair 45 wide, 50 deep, 90 high) the layout takes their proportions instead
+    boxed, (v2, f2), factors = generator.stretch_layout(coords, (v0, f0), None, (45, 50, 90))
+    assert np.array_equal(f0, f2) and np.median(factors) == pytest.approx(1.0, abs=1e-3)
+    assert np.allclose(extent(v2), np.array([45, 90, 50]) / 90, atol=1e-6)
+    assert np.allclose(extent(boxed), np.array([45, 90, 50]) / 90, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("extents", "dimensions", "want"),
+    [
+        ((1.0, 1.0, 1.0), (3.0, 2.0, 1.0), (3.0, 1.0, 2.0)),  # width along x, height along y, depth along z
+        ((1.2, 0.78, 0.75), (80, 160, 75), (80, 75, 160)),  # a wide table made deep: examples/table.obj's box
+        ((0.5, 1.0, 0.5), (50, 50, 100), (50, 100, 50)),  # already so: factors 1
+    ],
+)
+def test_box_stretch_gives_the_dimensions_proportions(extents, dimensions, want):
+    vertices, _ = box(extents)
+    factors = box_stretch(vertices, dimensions)
+    got = np.ptp(vertices * factors, 0)
+    assert np.allclose(got / got.max(), np.asarray(want) / max(want), atol=1e-9)
+    assert np.median(factors) == pytest.approx(1.0)
+    if tuple(extents) == (0.5, 1.0, 0.5):
+        assert np.allclose(factors, 1.0)
+
+
+def test_box_stretch_does_not_blow_up_a_flat_sheet():
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)  # no depth at all
+    factors = box_stretch(vertices, (100, 40, 100))  # asked to be 40% as deep as wide
+    assert np.isfinite(factors).all() and np.abs(np.log(factors)).max() == pytest.approx(MAX_BOX_STRETCH)
+    assert np.ptp(vertices * factors, 0)[2] == 0.0  # stretching cannot make a sheet a box
+
+
+@pytest.mark.parametrize(
+    "bad", [(1, 2), (1, -2, 3), (1, 0, 3), (float("nan"), 1, 1), (1, 2, float("inf")), "8x6x7", 5, None]
+)
+def test_dimensions_must_be_three_positive_numbers(bad):
+    with pytest.raises(ValueError, match="dimensions must be three positive numbers"):
+        check_dimensions(bad)
+    assert check_dimensions([120, "60", 75.5]).tolist() == [120.0, 60.0, 75.5]
