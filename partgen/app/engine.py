@@ -45,6 +45,7 @@ from partgen.data_pipeline.parts import DEFAULT_LEARNED
 from partgen.pipelines.generate import GenerationError, PartGenerator, make_report, resolve_models
 from partgen.pipelines.generate import write_outputs as write_generation
 from partgen.pipelines.outputs import build_pipeline, palette
+from partgen.pipelines.proportions import check_dimensions
 from partgen.pipelines.segment import Segmenter, read_shape
 from partgen.pipelines.segment import write_outputs as write_segmentation
 
@@ -128,6 +129,18 @@ def check_upload(path: str | Path | None, name: str, suffixes: tuple[str, ...], 
     if size > max_bytes:
         raise JobError(f"{name}: {size / 2**20:.0f} MB is over the limit of {max_bytes / 2**20:.0f} MB")
     return path
+
+
+def parse_dimensions(text: str | None) -> list[float] | None:
+    """The object's [width, depth, height] from text such as "150 x 75 x 74" (x, ×, commas or spaces
+    between three positive numbers, one unit), None when blank; JobError in one line otherwise."""
+    if text is None or not str(text).strip():
+        return None
+    fields = [f for f in re.split(r"[\sx×*,;]+", str(text).strip().lower()) if f]
+    try:
+        return check_dimensions([float(f) for f in fields]).tolist()
+    except ValueError:
+        raise JobError(f"dimensions: give width x depth x height as three positive numbers, got {text!r}") from None
 
 
 def check_image(path: str | Path | None, name: str, max_bytes: int, max_side: int) -> Path:
@@ -303,10 +316,13 @@ class Engine:
         max_parts: int | None = None,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        dimensions: str | None = None,
     ) -> Result:
         """image -> parts (partgen-generate's pipeline and outputs, in folder); steps, guidance: of stage 2
-        (None: the config's); max_parts: at most this many parts (None: the config's)."""
+        (None: the config's); max_parts: at most this many parts (None: the config's); dimensions:
+        the object's "width x depth x height" (parse_dimensions; None or blank: not known)."""
         path = check_image(image, name, self.max_bytes, self.max_image_side)
+        dims = parse_dimensions(dimensions)
         steps = int(self.generate_cfg.steps if steps is None else steps)
         guidance = float(self.generate_cfg.cfg if guidance is None else guidance)
         max_parts = int(self.max_parts if max_parts is None else max_parts)
@@ -323,10 +339,11 @@ class Engine:
             start = time.perf_counter()
             try:
                 with tracker.counting_steps():
-                    gen = generator(path, seed=int(seed), progress=True, on_stage=tracker.stage)
+                    gen = generator(path, seed=int(seed), progress=True, on_stage=tracker.stage, dimensions=dims)
             except (ValueError, OSError, GenerationError) as err:
                 raise JobError(one_line(err, names)) from None
             settings = {"seed": int(seed)} | generator.settings() | {"max_parts": max_parts, "layout": "stage 1"}
+            settings["dimensions"] = dims
             models = str(resolve_models(self.generate_cfg.get("checkpoint")))
             report = make_report(path, gen, settings, models, time.perf_counter() - start)
             report["input"] = name
@@ -499,4 +516,4 @@ def _write_geometric(folder: Path, name: str, shape, part: np.ndarray, names: li
     return labels
 
 
-__all__ = ["Engine", "JobCancelled", "JobError", "PartRow", "Result", "check_image", "check_upload"]
+__all__ = ["Engine", "JobCancelled", "JobError", "PartRow", "Result", "check_image", "check_upload", "parse_dimensions"]

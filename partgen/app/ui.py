@@ -231,7 +231,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         shutil.rmtree(folder, ignore_errors=True)  # a failed job leaves nothing behind
         return None, message
 
-    def generate(image, seed, steps, guidance, max_parts, request: gr.Request, progress=PROGRESS):
+    def generate(image, seed, steps, guidance, max_parts, dimensions, request: gr.Request, progress=PROGRESS):
         path, name = _upload(image)
         result, message = run_job(
             "generate",
@@ -245,6 +245,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
                 steps=int(steps),
                 guidance=float(guidance),
                 max_parts=int(max_parts),
+                dimensions=dimensions,
                 progress=lambda f, d: progress(f, desc=d),
                 cancel=cancel,
             ),
@@ -337,6 +338,11 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
                     max_parts = gr.Slider(
                         1, engine.max_parts, value=engine.max_parts, step=1, label="Max parts", elem_id="gen-max-parts"
                     )
+                    dimensions = gr.Textbox(
+                        label="Dimensions W x D x H (optional, one unit: the layout takes these proportions)",
+                        placeholder="150 x 75 x 74",
+                        elem_id="gen-dimensions",
+                    )
                     with gr.Row():
                         gen_button = gr.Button("Generate", variant="primary", elem_id="gen-run")
                         gen_cancel = gr.Button("Cancel", elem_id="gen-cancel")
@@ -386,7 +392,7 @@ def build(engine: Engine, settings: AppSettings, sessions: Sessions):
         panel_outputs = ("status", "view", "parts", "explode", "files", "state")
         runs = {}
         for name, panel, button, fn, inputs, extra in (
-            ("gen", gen, gen_button, generate, [image, seed, steps, guidance, max_parts], [gen_preview]),
+            ("gen", gen, gen_button, generate, [image, seed, steps, guidance, max_parts, dimensions], [gen_preview]),
             ("seg", seg, seg_button, segment, [seg_mesh, seg_method, seg_count], [seg_details]),
             ("ins", ins, ins_button, inspect, [ins_mesh, ins_resolution, ins_method], [ins_details]),
         ):

@@ -285,6 +285,7 @@ def page(server, tmp_path_factory):
 
 def test_generate_draws_the_parts_lists_them_and_serves_a_valid_glb(page):
     page.upload("gen-image", EXAMPLE_IMAGE)
+    page.css("#gen-dimensions textarea, #gen-dimensions input").send_keys("150 x 75 x 74")  # the table's, in cm
     before = page.status("gen")
     page.css("#gen-run").click()
     stages = set()
@@ -311,6 +312,7 @@ def test_generate_draws_the_parts_lists_them_and_serves_a_valid_glb(page):
         assert sorted(archive.namelist()) == sorted(f"{n}.obj" for n in names)
     report = json.loads(fetch(files["report.json"]))
     assert report["input"] == EXAMPLE_IMAGE.name and [p["name"] for p in report["parts"]] == names
+    assert report["settings"]["dimensions"] == [150.0, 75.0, 74.0]
     assert page.css("#gen-preview img").get_attribute("src")
     page.screenshot("app-generate.png")
 

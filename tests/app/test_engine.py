@@ -15,7 +15,16 @@ import torch
 import trimesh
 
 from conftest import REPO_ROOT
-from partgen.app.engine import Engine, JobCancelled, JobError, Tracker, check_image, check_upload, one_line
+from partgen.app.engine import (
+    Engine,
+    JobCancelled,
+    JobError,
+    Tracker,
+    check_image,
+    check_upload,
+    one_line,
+    parse_dimensions,
+)
 from partgen.app.main import compose, pipeline_configs
 from partgen.app.scene import load_parts
 
@@ -117,6 +126,19 @@ def test_uploads_are_checked_before_any_job(tmp_path):
     with pytest.raises(JobError, match="no file given"):
         check_upload(None, "", (".obj",), 2**20)
     assert one_line(ValueError("/tmp/x/up.obj: bad\n  face"), {"/tmp/x/up.obj": "up.obj"}) == "up.obj: bad face"
+
+
+def test_generate_takes_the_dimensions_typed_in_and_refuses_bad_ones_before_any_work(engine, tmp_path):
+    assert parse_dimensions("150 x 75 x 74") == parse_dimensions("150×75×74") == [150.0, 75.0, 74.0]
+    assert parse_dimensions("1.5, 0.75, 0.74") == [1.5, 0.75, 0.74] and parse_dimensions("  ") is None
+    for bad in ("150 x 75", "150 x 0 x 74", "wide x deep x high", "150 x 75 x 74 x 2"):
+        with pytest.raises(JobError, match="dimensions: give width x depth x height"):
+            engine.generate(EXAMPLE_IMAGE, tmp_path / "bad", "table.png", dimensions=bad)
+    assert not (tmp_path / "bad").exists()
+    result = engine.generate(EXAMPLE_IMAGE, tmp_path / "job", "table.png", dimensions="150 x 75 x 74")
+    assert result.details["settings"]["dimensions"] == [150.0, 75.0, 74.0]
+    layout = trimesh.load(tmp_path / "job" / "layout.ply", process=False).vertices
+    assert np.allclose(np.ptp(layout, 0) / np.ptp(layout, 0).max(), np.array([150, 74, 75]) / 150, atol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["learned", "geometric"])
