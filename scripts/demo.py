@@ -6,8 +6,10 @@ the segmenter on the bundled example mesh.
    stage-1 layout -> voxels -> learned parts -> stage-2 Part-Attention sampling -> one mesh per
    part. Per image it writes parts.glb, mesh.obj, mesh.ply, layout.ply, preview.png and report.json
    under <output>/generate/<image>/ and prints the parts, the voxel tokens, the attention work Part
-   Attention saves and the time of each stage. Then stage 2 alone: examples/table.obj stands in for
-   stage 1 (partgen-generate layout=...) and the table icon conditions the Part-Attention sampling.
+   Attention saves and the time of each stage. Then the table icon again, given the table's catalogue
+   dimensions (150 x 75 x 74 cm: partgen-generate dimensions=[150,75,74]), whose proportions the
+   layout takes; then stage 2 alone: examples/table.obj stands in for stage 1 (partgen-generate
+   layout=...) and the table icon conditions the Part-Attention sampling.
 2. partgen-annotate's per-asset pipeline on examples/table.obj (six authored parts as OBJ groups):
    surface voxels at R=64 with part labels, samples and a record; then the same mesh cut into parts
    without its groups, geometrically and by the bundled segmenter, scored against the authored parts.
@@ -26,24 +28,35 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_MESH = ROOT / "examples" / "table.obj"
 EXAMPLE_IMAGES = ROOT / "examples" / "images"
+TABLE_DIMENSIONS = (150.0, 75.0, 74.0)  # eTeks#table's width, depth and height in the Sweet Home 3D catalogue (cm)
 
 
-def generate(jobs: list[tuple[Path, Path | None]], output: Path, steps: int, seed: int, mesh_subdiv: int) -> None:
+def generate(
+    jobs: list[tuple[Path, Path | None, tuple | None]], output: Path, steps: int, seed: int, mesh_subdiv: int
+) -> None:
+    """jobs: (image, a coarse mesh standing in for stage 1 or None, the object's dimensions or None)."""
     from partgen.pipelines.generate import PartGenerator, make_report, write_outputs
 
     start = time.perf_counter()
     generator = PartGenerator.from_folder(steps=steps, mesh_subdiv=mesh_subdiv)
     print(f"loaded the bundled model set in {time.perf_counter() - start:.1f} s")
-    for image, layout in jobs:
+    for image, layout, dimensions in jobs:
         start = time.perf_counter()
-        gen = generator(image, seed=seed, progress=True, layout=layout)
+        gen = generator(image, seed=seed, progress=True, layout=layout, dimensions=dimensions)
         name = image.stem if layout is None else f"{image.stem}_on_{layout.stem}"
+        if dimensions is not None:
+            name += "_" + "x".join(f"{d:g}" for d in dimensions)
+            print(f"given the dimensions {' x '.join(f'{d:g}' for d in dimensions)} (width x depth x height)")
         folder = output / "generate" / name
         if layout is not None:
             print(f"stage 2 on a given coarse shape: {layout.name} stands in for stage 1")
         folder.mkdir(parents=True, exist_ok=True)
         settings = {"seed": seed, "steps": steps, "cfg": generator.guidance, "parts": "learned", "schedule": "model"}
-        settings |= {"mesh_subdiv": mesh_subdiv, "layout": str(layout) if layout else "stage 1"}
+        settings |= {
+            "mesh_subdiv": mesh_subdiv,
+            "layout": str(layout) if layout else "stage 1",
+            "dimensions": dimensions,
+        }
         report = make_report(image, gen, settings, "bundled", time.perf_counter() - start)
         write_outputs(folder, image, gen, report)
         t, tok = report["times_s"], gen.tokens
@@ -109,9 +122,12 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    jobs = [(image, None) for image in args.images]
-    if args.mesh is not None and (EXAMPLE_IMAGES / "table.png").is_file():
-        jobs.append((EXAMPLE_IMAGES / "table.png", args.mesh))  # stage 2 alone, on the example table
+    jobs = [(image, None, None) for image in args.images]
+    table = EXAMPLE_IMAGES / "table.png"
+    if table in args.images:
+        jobs.append((table, None, TABLE_DIMENSIONS))  # the table icon with what its catalogue says
+    if args.mesh is not None and table.is_file():
+        jobs.append((table, args.mesh, None))  # stage 2 alone, on the example table
     generate(jobs, args.output, args.steps, args.seed, args.mesh_subdiv)
     annotate_and_segment(args.mesh, args.output / "annotated", args.resolution)
     print(f"demo done in {time.perf_counter() - start:.0f} s; outputs under {args.output.resolve()}")

@@ -8,7 +8,9 @@ saw these assets; Scopia never enters --records' train/val splits), on the same 
 
     partgen    the icon -> partgen-generate's pipeline with its defaults (conf/generate.yaml) and the
                bundled model set (or --models); --layout truth gives stage 2 the record's own mesh
-               as the layout instead (partgen-generate layout=MESH: stage 2 alone)
+               as the layout instead (partgen-generate layout=MESH: stage 2 alone); --dimensions
+               catalogue gives it the asset's width, depth and height from the Sweet Home 3D
+               catalogue (partgen-generate dimensions=[W,D,H]: the image and what a user may know)
     retrieval  the mesh of the training asset whose icon is nearest to the query icon
                (partgen.eval.retrieval: alpha-cropped to its ink, padded square, 32x32 grey + 8x8
                colour, L2)
@@ -56,6 +58,12 @@ FAILED = {"f_0.05": 0.0, "f_0.02": 0.0, "f_0.01": 0.0, "normal_consistency": 0.0
 def load_mesh(record: Path) -> tuple[np.ndarray, np.ndarray]:
     with np.load(record / "mesh.npz") as z:
         return z["vertices"].astype(np.float64), z["faces"].astype(np.int64)
+
+
+def catalogue_dimensions(record: Path) -> list[float]:
+    """The asset's width, depth and height as the Sweet Home 3D catalogue lists them (record meta.json)."""
+    meta = json.loads((record / "meta.json").read_text())
+    return [float(meta["width"]), float(meta["depth"]), float(meta["height"])]
 
 
 def icon_camera(record: Path) -> Camera:
@@ -133,6 +141,9 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="model-set folder (default: the bundled one)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--layout", default="stage1", choices=["stage1", "truth"], help="truth: stage 2 alone")
+    parser.add_argument(
+        "--dimensions", default="none", choices=["none", "catalogue"], help="catalogue: the record's W, D, H given"
+    )
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--max-shapes", type=int, default=48)
     parser.add_argument("--start", type=int, default=0, help="skip the first val shapes (to split a run)")
@@ -206,7 +217,8 @@ def main() -> None:
             start = time.perf_counter()
             try:
                 layout = truth if args.layout == "truth" else None
-                gen = generator(icon, seed=args.seed, layout=layout)
+                dims = catalogue_dimensions(ref.path) if args.dimensions == "catalogue" else None
+                gen = generator(icon, seed=args.seed, layout=layout, dimensions=dims)
             except GenerationError as err:
                 row["partgen"] = FAILED | {"failed": str(err)}
                 print(ref.key, "failed:", err, flush=True)
@@ -220,6 +232,7 @@ def main() -> None:
                         "pieces": part_pieces(coords, gen.voxels.part.numpy()),
                         "voxels": int(gen.tokens["voxels"]),
                         "reference": gen.reference,
+                        "layout_scale": gen.layout_scale,
                         "seconds": time.perf_counter() - start,
                         "times": gen.times,
                     }
