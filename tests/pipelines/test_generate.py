@@ -141,7 +141,7 @@ def test_a_given_coarse_mesh_stands_in_for_stage_1(tmp_path):
 
 
 def test_given_dimensions_set_the_layouts_proportions(tmp_path, capsys):
-    """dimensions=[W,D,H]: the layout (here a given one, examples/table.obj, 1.2 x 0.75 x 0.78 in x, y,
+    """dimensions=[W,D,H]: the layout (here a given one, examples/table.obj, 1.2 x 0.78 x 0.75 in x, y,
     z) takes their proportions, recorded in the report; bad dimensions fail in one line, writing nothing."""
     from partgen.data_pipeline.mesh_io import load_mesh
 
