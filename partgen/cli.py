@@ -116,8 +116,8 @@ def run_generate(cfg: DictConfig) -> int:
         load_s = time.perf_counter() - start
         gen = generator(image, seed=seed, progress=bool(cfg.progress), layout=cfg.layout, dimensions=dims)
         gen.times = {"load_models_s": load_s} | gen.times
-        settings = {"seed": seed} | generator.settings() | {"layout": str(cfg.layout) if cfg.layout else "stage 1"}
-        settings["dimensions"] = dims
+        layout = str(cfg.layout) if cfg.layout else "stage 1"
+        settings = {"seed": seed} | generator.settings() | {"layout": layout, "dimensions": dims}
         models = str(resolve_models(cfg.checkpoint))
         report = make_report(image, gen, settings, models, time.perf_counter() - start)
         publish_outputs(output, bool(cfg.overwrite), lambda folder: write_outputs(folder, image, gen, report))

@@ -342,8 +342,8 @@ class Engine:
                     gen = generator(path, seed=int(seed), progress=True, on_stage=tracker.stage, dimensions=dims)
             except (ValueError, OSError, GenerationError) as err:
                 raise JobError(one_line(err, names)) from None
-            settings = {"seed": int(seed)} | generator.settings() | {"max_parts": max_parts, "layout": "stage 1"}
-            settings["dimensions"] = dims
+            extra = {"max_parts": max_parts, "layout": "stage 1", "dimensions": dims}
+            settings = {"seed": int(seed)} | generator.settings() | extra
             models = str(resolve_models(self.generate_cfg.get("checkpoint")))
             report = make_report(path, gen, settings, models, time.perf_counter() - start)
             report["input"] = name

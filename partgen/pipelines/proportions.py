@@ -41,7 +41,8 @@ from partgen.data_pipeline.sh3d_icons import (
 
 MASK_SIZE = 128  # pixels a side of the framed masks compared (the icons' size)
 MAX_STRETCH = float(np.log(1.25))  # the largest |log factor| a fit may use (module docstring)
-MAX_BOX_STRETCH = float(np.log(4.0))  # box_stretch's largest |log factor| (from the middle one): beyond, another object
+# box_stretch's largest |log factor| from the middle one (4x: beyond that, it is another object)
+MAX_BOX_STRETCH = float(np.log(4.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +150,7 @@ def check_dimensions(dimensions) -> np.ndarray:
 def box_stretch(vertices: np.ndarray, dimensions) -> np.ndarray:
     """(3,) the x, y, z factors that give the mesh's bounding box (vertices (V, 3)) the proportions of
     dimensions = (width, depth, height) (check_dimensions; x = width, y = height, z = depth), the
-    middle factor 1 and the others within a factor MAX_BOX_STRETCH of it (a sheet is not made a box)."""
+    middle factor 1 and the others within 4x of it (MAX_BOX_STRETCH: a sheet is not made a box)."""
     width, depth, height = check_dimensions(dimensions)
     vertices = np.asarray(vertices, np.float64)
     extent = np.ptp(vertices, 0)
