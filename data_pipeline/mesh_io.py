@@ -48,7 +48,10 @@ class Mesh:
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def check(self) -> Mesh:
-        """Raise MeshError for what no later stage can use; return self."""
+        """Raise MeshError for what no later stage can use; drop the vertices no face uses (they
+        carry no surface, but would widen the bounding box that normalise frames the shape by: 9 of
+        the 517 Sweet Home 3D training-library models have such vertices, up to twice the object's
+        size away); return self."""
         src = self.source or "mesh"
         if len(self.vertices) == 0 or len(self.faces) == 0:
             raise MeshError(f"{src}: empty mesh ({len(self.vertices)} vertices, {len(self.faces)} faces)")
@@ -60,6 +63,12 @@ class Mesh:
         area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
         if not (area > 0).any():
             raise MeshError(f"{src}: every face has zero area")
+        used = np.zeros(len(self.vertices), bool)
+        used[self.faces.ravel()] = True
+        if not used.all():
+            index = np.cumsum(used) - 1
+            self.vertices, self.faces = self.vertices[used], index[self.faces]
+            self.notes.append(f"dropped {int((~used).sum())} vertices that no face uses")
         return self
 
 

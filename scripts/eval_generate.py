@@ -30,7 +30,9 @@ mesh from the icon's camera, with partgen's normal consistency and F@0.02 printe
 
 --json is rewritten after every shape; --resume skips the shapes it already holds (same settings).
 --start skips the first val shapes: two processes on halves (--start 0 / 24 --max-shapes 24) split
-a run across cores; scripts/eval_generate.py --merge A.json B.json --json OUT.json joins them.
+a run across cores; scripts/eval_generate.py --merge A.json B.json --json OUT.json joins them (a
+shape in several files: the first file's row). --keys K... scores only those val records, to score
+some again and merge them in front of an older run.
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ import torch
 from partgen.data_pipeline.datasets import select_records
 from partgen.data_pipeline.render import Camera, orbit_cameras, render
 from partgen.data_pipeline.sh3d_icons import render_silhouette, silhouette_iou
-from partgen.eval.geometry import normalise_box, surface_metrics
+from partgen.eval.geometry import normalise_box, record_icon_camera, surface_metrics
 from partgen.eval.retrieval import IconIndex, read_icon
 from partgen.pipelines.generate import part_pieces
 
 METHODS = ("partgen", "retrieval", "ceiling")
+NOT_SETTINGS = ("json", "resume", "sheet", "sheet_count", "merge")  # what a run's JSON does not record
+SPLIT_ARGUMENTS = ("start", "max_shapes", "keys", "merge", "merged")  # what may differ between runs merged
 METRICS = ("chamfer", "chamfer_l2", "f_0.05", "f_0.02", "f_0.01", "normal_consistency", "view_iou")
 FAILED = {"f_0.05": 0.0, "f_0.02": 0.0, "f_0.01": 0.0, "normal_consistency": 0.0, "view_iou": 0.0}
 
@@ -66,21 +70,17 @@ def catalogue_dimensions(record: Path) -> list[float]:
     return [float(meta["width"]), float(meta["depth"]), float(meta["height"])]
 
 
-def icon_camera(record: Path) -> Camera:
-    return Camera.from_dict(json.loads((record / "icon" / "camera.json").read_text()))
-
-
 def score(predicted, truth, camera: Camera, count: int) -> dict:
     """surface_metrics + view IoU of a predicted mesh against the true one (both normalised)."""
     out = surface_metrics(predicted, truth, count)
-    masks = [render_silhouette(normalise_box(v), f, camera) for v, f in (predicted, truth)]
+    masks = [render_silhouette(normalise_box(v, f), f, camera) for v, f in (predicted, truth)]
     return out | {"view_iou": silhouette_iou(*masks)}
 
 
 def tile(vertices, faces, camera: Camera, face_part=None, size: int = 160) -> np.ndarray:
     """(size, size, 3) uint8: the mesh rendered with the camera scaled to size (white background)."""
     cam = camera.scaled(size / camera.width)
-    return render(normalise_box(vertices), faces, cam, face_part=face_part)["rgb"]
+    return render(normalise_box(vertices, faces), faces, cam, face_part=face_part)["rgb"]
 
 
 def icon_tile(path: Path, size: int = 160) -> np.ndarray:
@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--max-shapes", type=int, default=48)
     parser.add_argument("--start", type=int, default=0, help="skip the first val shapes (to split a run)")
+    parser.add_argument("--keys", nargs="+", help="only these val records (to score some again; merge first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compare-points", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=2)
@@ -165,8 +166,14 @@ def main() -> None:
     if set(methods) - set(METHODS):
         parser.error(f"--methods takes {', '.join(METHODS)}")
 
-    val = select_records(args.records, "val", args.val_fraction)[args.start : args.start + args.max_shapes]
-    settings = {k: v for k, v in vars(args).items() if k not in ("json", "resume", "sheet", "sheet_count", "merge")}
+    val = select_records(args.records, "val", args.val_fraction)
+    if args.keys:
+        unknown = sorted(set(args.keys) - {r.key for r in val})
+        if unknown:
+            parser.error(f"--keys: not val records of {args.records}: {', '.join(unknown)}")
+        val = [r for r in val if r.key in args.keys]
+    val = val[args.start : args.start + args.max_shapes]
+    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
     rows: dict[str, dict] = {}
     if args.resume and args.json and Path(args.json).is_file():
         old = json.loads(Path(args.json).read_text())
@@ -197,7 +204,7 @@ def main() -> None:
     for i, ref in enumerate(val):
         icon = ref.path / "icon" / "icon.png"
         truth = load_mesh(ref.path)
-        camera = icon_camera(ref.path)
+        camera = record_icon_camera(ref.path, truth)
         row = rows.get(ref.key) or {"key": ref.key, "true_parts": len(ref.part_names)}
         gen_mesh = retrieved = None
         if "ceiling" in methods and "ceiling" not in row:
@@ -277,9 +284,11 @@ def merge(parts: list[Path], out: str | None, parser: argparse.ArgumentParser) -
         parser.error("--merge needs --json OUT")
     rows: dict[str, dict] = {}
     settings = []
+    defaults = vars(parser.parse_args([]))  # a run older than an option ran with its default
     for path in parts:
         data = json.loads(path.read_text())
-        settings.append({k: v for k, v in data["settings"].items() if k not in ("start", "max_shapes", "merge")})
+        run = {k: v for k, v in defaults.items() if k not in NOT_SETTINGS} | data["settings"]
+        settings.append({k: v for k, v in run.items() if k not in SPLIT_ARGUMENTS})
         for row in data["shapes"]:
             rows.setdefault(row["key"], row)
     if any(s != settings[0] for s in settings):

@@ -42,9 +42,8 @@ def load_bank(path: str):
 def score_shape(args: tuple[str, str, int]) -> dict:
     import torch
 
-    from partgen.data_pipeline.render import Camera
     from partgen.data_pipeline.sh3d_icons import render_silhouette, silhouette_iou
-    from partgen.eval.geometry import normalise_box, surface_metrics
+    from partgen.eval.geometry import normalise_box, record_icon_camera, surface_metrics
     from partgen.pipelines.proportions import fit_proportions, image_mask
 
     records, bank_path, i = args
@@ -57,14 +56,14 @@ def score_shape(args: tuple[str, str, int]) -> dict:
     mask = image_mask(record / "icon" / "icon.png")
     with np.load(record / "mesh.npz") as z:
         truth = (z["vertices"].astype(np.float64), z["faces"].astype(np.int64))
-    camera = Camera.from_dict(json.loads((record / "icon" / "camera.json").read_text()))
-    true_mask = render_silhouette(normalise_box(truth[0]), truth[1], camera)
+    camera = record_icon_camera(record, truth)
+    true_mask = render_silhouette(normalise_box(*truth), truth[1], camera)
     out = {"key": bank.keys[i], "reference": bank.keys[int(distances.argmin())]}
     vertices = ref.vertices.astype(np.float64)
     for name, options in SETTINGS.items():
         v = vertices if options is None else vertices * fit_proportions(vertices, ref.faces, mask, **options).scale
         m = surface_metrics((v, ref.faces), truth, 10000)
-        iou = silhouette_iou(render_silhouette(normalise_box(v), ref.faces, camera), true_mask)
+        iou = silhouette_iou(render_silhouette(normalise_box(v, ref.faces), ref.faces, camera), true_mask)
         out[name] = {"f_0.02": m["f_0.02"], "normal_consistency": m["normal_consistency"], "view_iou": iou}
     return out
 

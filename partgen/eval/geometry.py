@@ -79,15 +79,33 @@ def sample_mesh(
     return points, cross[face] / (2 * area[face])[:, None]
 
 
-def normalise_box(vertices: np.ndarray) -> np.ndarray:
+def normalise_box(vertices: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
     """The vertices moved and scaled uniformly so their bounding box is centred at 0 with longest
-    side 1 (how partgen compares shapes: a generated mesh and the truth in the same frame)."""
+    side 1 (how partgen compares shapes: a generated mesh and the truth in the same frame). Given
+    the faces, the box is that of the vertices they use: a vertex no face uses is no surface."""
     vertices = np.asarray(vertices, np.float64)
-    lo, hi = vertices.min(0), vertices.max(0)
+    used = vertices if faces is None else vertices[np.asarray(faces).ravel()]
+    lo, hi = used.min(0), used.max(0)
     side = float((hi - lo).max())
     if not side > 0:
         raise ValueError("cannot normalise a mesh whose vertices are one point")
     return (vertices - (lo + hi) / 2) / side
+
+
+def record_icon_camera(record, truth: tuple[np.ndarray, np.ndarray]):
+    """A record's icon camera (icon/camera.json, a data_pipeline.render.Camera) framed to its true
+    mesh (vertices, faces) as normalise_box puts it, for view IoU. The camera.json's own framing for
+    all but the 9 Sweet Home 3D records whose mesh.npz has vertices no face uses: theirs was framed
+    to those too."""
+    import json
+    from pathlib import Path
+
+    from partgen.data_pipeline.render import Camera
+    from partgen.data_pipeline.sh3d_icons import frame_to_points
+
+    camera = Camera.from_dict(json.loads((Path(record) / "icon" / "camera.json").read_text()))
+    vertices, faces = truth[0], np.asarray(truth[1])
+    return frame_to_points(camera, normalise_box(vertices, faces)[np.unique(faces)])
 
 
 def chamfer_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,10 +136,10 @@ def surface_metrics(
     seed: int = 0,
 ) -> dict[str, float]:
     """Two meshes ((V, 3) vertices, (F, 3) faces) compared as surfaces, each normalised by
-    normalise_box first and sampled with `count` points: chamfer (L1, halved), chamfer_l2, f_<tau>
-    (e.g. f_0.02) and normal_consistency."""
-    pa, na = sample_mesh(normalise_box(predicted[0]), predicted[1], count, seed=seed, normals=True)
-    pb, nb = sample_mesh(normalise_box(truth[0]), truth[1], count, seed=seed + 1, normals=True)
+    normalise_box (the box of its faces' vertices) first and sampled with `count` points: chamfer
+    (L1, halved), chamfer_l2, f_<tau> (e.g. f_0.02) and normal_consistency."""
+    pa, na = sample_mesh(normalise_box(*predicted[:2]), predicted[1], count, seed=seed, normals=True)
+    pb, nb = sample_mesh(normalise_box(*truth[:2]), truth[1], count, seed=seed + 1, normals=True)
     d_ab, d_ba = nearest_distances(pa, pb)
     out = {
         "chamfer": 0.5 * float(d_ab.mean() + d_ba.mean()),
@@ -177,6 +195,7 @@ __all__ = [
     "nearest_distances",
     "normal_consistency",
     "normalise_box",
+    "record_icon_camera",
     "sample_mesh",
     "surface_metrics",
     "voxel_iou",

@@ -96,6 +96,18 @@ def test_obj_skips_two_vertex_faces_with_a_note(tmp_path):
     assert len(mesh.faces) == 1 and mesh.notes == ["skipped 1 faces with fewer than 3 vertices"]
 
 
+def test_vertices_no_face_uses_are_dropped_so_they_do_not_widen_the_box(tmp_path):
+    # a stray vertex 10 units off (as 9 Sweet Home 3D models have): the box, and so the normalised
+    # shape, is the triangles' own
+    text = "v 0 0 0\nv 10 10 10\nv 1 0 0\nv 0 2 0\ng seat\nf 1 3 4\nf 4 3 1\n"
+    mesh = load_mesh(write(tmp_path, "stray.obj", text))
+    assert np.array_equal(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 2, 0]])
+    assert mesh.faces.tolist() == [[0, 1, 2], [2, 1, 0]] and mesh.group_names[mesh.face_group[0]] == "seat"
+    assert mesh.notes == ["dropped 1 vertices that no face uses"]
+    t = normalise(mesh.vertices)
+    assert np.allclose(t.apply(mesh.vertices).max(0), [0.25, 0.5, 0.0])
+
+
 def test_huge_file_refused_before_reading(tmp_path):
     path = write(tmp_path, "big.obj", "v 0 0 0\n" * 100)
     with pytest.raises(MeshError, match="over the limit"):
