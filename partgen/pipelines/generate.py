@@ -567,9 +567,11 @@ class PartGenerator:
         if len(coords) == 0 or len(surface[1]) == 0:
             raise GenerationError(f"stage 1 made an empty layout for {where}: no surface in the occupancy")
         if len(coords) > self.max_tokens:
+            # a given layout's voxels are its surface's: another seed would not change them
+            remedy = "raise max_tokens" if layout is not None else "try another seed, or raise max_tokens"
             raise GenerationError(
                 f"the layout has {len(coords)} voxel tokens for {where}, more than max_tokens="
-                f"{self.max_tokens} (stage 2 would run for many minutes): try another seed, or raise max_tokens"
+                f"{self.max_tokens} (stage 2 would run for many minutes): {remedy}"
             )
         stage("parts")
         t0 = time.perf_counter()
