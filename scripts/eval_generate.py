@@ -47,8 +47,8 @@ import torch
 
 from partgen.data_pipeline.datasets import select_records
 from partgen.data_pipeline.render import Camera, orbit_cameras, render
-from partgen.data_pipeline.sh3d_icons import render_silhouette, silhouette_iou
-from partgen.eval.geometry import normalise_box, record_icon_camera, surface_metrics
+from partgen.data_pipeline.sh3d_icons import record_icon_camera, render_silhouette, silhouette_iou
+from partgen.eval.geometry import normalise_box, surface_metrics
 from partgen.eval.retrieval import IconIndex, read_icon
 from partgen.pipelines.generate import part_pieces
 
@@ -204,7 +204,7 @@ def main() -> None:
     for i, ref in enumerate(val):
         icon = ref.path / "icon" / "icon.png"
         truth = load_mesh(ref.path)
-        camera = record_icon_camera(ref.path, truth)
+        camera = record_icon_camera(ref.path, *truth)
         row = rows.get(ref.key) or {"key": ref.key, "true_parts": len(ref.part_names)}
         gen_mesh = retrieved = None
         if "ceiling" in methods and "ceiling" not in row:

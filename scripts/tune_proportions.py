@@ -42,8 +42,8 @@ def load_bank(path: str):
 def score_shape(args: tuple[str, str, int]) -> dict:
     import torch
 
-    from partgen.data_pipeline.sh3d_icons import render_silhouette, silhouette_iou
-    from partgen.eval.geometry import normalise_box, record_icon_camera, surface_metrics
+    from partgen.data_pipeline.sh3d_icons import record_icon_camera, render_silhouette, silhouette_iou
+    from partgen.eval.geometry import normalise_box, surface_metrics
     from partgen.pipelines.proportions import fit_proportions, image_mask
 
     records, bank_path, i = args
@@ -56,7 +56,7 @@ def score_shape(args: tuple[str, str, int]) -> dict:
     mask = image_mask(record / "icon" / "icon.png")
     with np.load(record / "mesh.npz") as z:
         truth = (z["vertices"].astype(np.float64), z["faces"].astype(np.int64))
-    camera = record_icon_camera(record, truth)
+    camera = record_icon_camera(record, *truth)
     true_mask = render_silhouette(normalise_box(*truth), truth[1], camera)
     out = {"key": bank.keys[i], "reference": bank.keys[int(distances.argmin())]}
     vertices = ref.vertices.astype(np.float64)

@@ -92,22 +92,6 @@ def normalise_box(vertices: np.ndarray, faces: np.ndarray | None = None) -> np.n
     return (vertices - (lo + hi) / 2) / side
 
 
-def record_icon_camera(record, truth: tuple[np.ndarray, np.ndarray]):
-    """A record's icon camera (icon/camera.json, a data_pipeline.render.Camera) framed to its true
-    mesh (vertices, faces) as normalise_box puts it, for view IoU. The camera.json's own framing for
-    all but the 9 Sweet Home 3D records whose mesh.npz has vertices no face uses: theirs was framed
-    to those too."""
-    import json
-    from pathlib import Path
-
-    from partgen.data_pipeline.render import Camera
-    from partgen.data_pipeline.sh3d_icons import frame_to_points
-
-    camera = Camera.from_dict(json.loads((Path(record) / "icon" / "camera.json").read_text()))
-    vertices, faces = truth[0], np.asarray(truth[1])
-    return frame_to_points(camera, normalise_box(vertices, faces)[np.unique(faces)])
-
-
 def chamfer_l2(a: np.ndarray, b: np.ndarray) -> float:
     """Mean squared nearest-neighbour distance a -> b plus b -> a, halved (Chamfer-L2)."""
     d_ab, d_ba = nearest_distances(a, b)
@@ -195,7 +179,6 @@ __all__ = [
     "nearest_distances",
     "normal_consistency",
     "normalise_box",
-    "record_icon_camera",
     "sample_mesh",
     "surface_metrics",
     "voxel_iou",

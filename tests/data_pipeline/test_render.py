@@ -328,6 +328,31 @@ def test_fit_icon_view_recovers_a_known_view():
     assert abs(math.degrees(view.yaw - truth.yaw)) < 4 and abs(math.degrees(view.pitch - truth.pitch)) < 4
 
 
+def test_record_icon_camera_frames_the_faces_not_stray_vertices(tmp_path):
+    # a record whose mesh.npz carries a vertex no face uses, far off (9 Sweet Home 3D records do):
+    # its camera.json was framed with it; view IoU frames the object by its faces
+    v, f, _ = box((-0.5, -0.2, -0.1), (0.5, 0.2, 0.1))
+    stray = np.concatenate([v, [[0.0, -3.0, 0.0]]])
+    everything = normalise(stray).apply(stray)
+    camera = si.frame_to_points(si.preview_camera(si.TYPICAL_VIEW, (64, 64)), everything)
+    (tmp_path / "icon").mkdir()
+    (tmp_path / "icon" / "camera.json").write_text(json.dumps(camera.to_dict()))
+    framed = si.record_icon_camera(tmp_path, stray, f)
+    u, w, _ = framed.project(normalise(v).apply(v))
+    span = max(np.ptp(u), np.ptp(w))
+    assert span == pytest.approx(si.ICON_EXTENT * 64, rel=1e-6)  # the box fills the icon as icons do
+    assert (u.min() + u.max()) / 2 == pytest.approx(32, abs=1e-6) and (w.min() + w.max()) / 2 == pytest.approx(
+        32, abs=1e-6
+    )
+    u, w, _ = camera.project(normalise(stray).apply(v))
+    assert max(np.ptp(u), np.ptp(w)) < 0.5 * span  # framed with the stray vertex: the object was small
+    # a record without such vertices keeps camera.json's framing
+    clean = si.frame_to_points(si.preview_camera(si.TYPICAL_VIEW, (64, 64)), normalise(v).apply(v))
+    (tmp_path / "icon" / "camera.json").write_text(json.dumps(clean.to_dict()))
+    kept = si.record_icon_camera(tmp_path, normalise(v).apply(v), f)
+    assert np.allclose([kept.fx, kept.fy, kept.cx, kept.cy], [clean.fx, clean.fy, clean.cx, clean.cy])
+
+
 def test_face_colors_and_lambert_shading():
     v, f, part = box()
     colors = np.zeros((12, 3), np.uint8)
