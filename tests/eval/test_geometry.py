@@ -72,7 +72,7 @@ def test_normal_consistency_sees_noise_that_f_score_at_0_05_misses():
 
 
 def test_vertices_no_face_uses_do_not_move_the_compared_shape():
-    # the Sweet Home 3D folding chair's mesh.npz has such vertices below its feet: framed by all its
+    # the Sweet Home 3D folding chair's mesh.npz has such vertices behind it: framed by all its
     # vertices it scored F@0.02 0.18 against a near-exact copy of itself
     import trimesh
 
