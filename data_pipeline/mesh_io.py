@@ -363,9 +363,11 @@ class Normalisation:
         return {"center": [float(x) for x in self.center], "scale": float(self.scale)}
 
 
-def normalise(vertices: np.ndarray) -> Normalisation:
-    """The transform that puts vertices into [-0.5, 0.5]^3 (DESIGN.md's space)."""
-    lo, hi = vertices.min(0), vertices.max(0)
+def normalise(vertices: np.ndarray, faces: np.ndarray | None = None) -> Normalisation:
+    """The transform that puts vertices into [-0.5, 0.5]^3 (DESIGN.md's space); given the faces, the
+    vertices they use (a vertex no face uses is no surface)."""
+    used = np.asarray(vertices) if faces is None else np.asarray(vertices)[np.asarray(faces).ravel()]
+    lo, hi = used.min(0), used.max(0)
     extent = float((hi - lo).max())
     if not np.isfinite(extent) or extent <= 0:
         raise MeshError(f"degenerate bounding box (extent {extent})")

@@ -228,7 +228,7 @@ def record_icon_camera(record, vertices: np.ndarray, faces: np.ndarray) -> Camer
 
     camera = Camera.from_dict(json.loads((Path(record) / "icon" / "camera.json").read_text()))
     used = np.asarray(vertices, np.float64)[np.unique(np.asarray(faces))]
-    return frame_to_points(camera, normalise(used).apply(used))
+    return frame_to_points(camera, normalise(used).apply(used))  # the box, and so the frame, of the faces
 
 
 def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:

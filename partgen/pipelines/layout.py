@@ -63,7 +63,7 @@ def cube_surface_voxels(vertices, faces, resolution: int):
     from partgen.data_pipeline.voxelize import voxelize_surface
 
     vertices = np.asarray(vertices, np.float64)
-    vertices = normalise(vertices[np.asarray(faces).ravel()]).apply(vertices)  # the box of the surface
+    vertices = normalise(vertices, faces).apply(vertices)
     return vertices, voxelize_surface(vertices, faces, resolution).coords.astype(np.int64)
 
 
