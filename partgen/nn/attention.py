@@ -112,7 +112,9 @@ class ReferenceBackend(AttentionBackend):
 
 
 class SdpaLoopBackend(AttentionBackend):
-    """One torch scaled_dot_product_attention call per group (any device, forward and backward)."""
+    """One torch scaled_dot_product_attention call per group (any device, forward and backward); one
+    batched call when every query group has the same length and every key group too (a batch of
+    equal sets, as the layout flow's latents and image tokens are: no per-group launches on a GPU)."""
 
     name = "sdpa_loop"
 
@@ -124,6 +126,23 @@ class SdpaLoopBackend(AttentionBackend):
     def forward(self, inp):
         q, k, v = inp.grouped()
         q_cu, kv_cu = inp.q_groups.cu_seqlens.tolist(), inp.kv_groups.cu_seqlens.tolist()
+        groups = inp.q_groups.num_groups
+        n_q, n_k = q_cu[1] - q_cu[0] if groups else 0, kv_cu[1] - kv_cu[0] if groups else 0
+        if (
+            groups > 1
+            and n_q > 0
+            and n_k > 0
+            and q_cu == list(range(0, groups * n_q + 1, n_q))
+            and kv_cu == list(range(0, groups * n_k + 1, n_k))
+        ):
+            heads = q.shape[1]
+            out = F.scaled_dot_product_attention(
+                q.view(groups, n_q, heads, -1).transpose(1, 2),
+                k.view(groups, n_k, heads, -1).transpose(1, 2),
+                v.view(groups, n_k, heads, -1).transpose(1, 2),
+                scale=inp.scale,
+            )  # (G, H, n_q, D_v)
+            return inp.ungroup(out.transpose(1, 2).reshape(groups * n_q, heads, -1))
         outs = []
         for g in range(inp.q_groups.num_groups):
             # 4-D (1, H, n, D) views: torch's fused CPU kernel takes 4-D inputs only (3-D falls

@@ -279,3 +279,29 @@ def test_self_check_passes_the_real_cpu_backends():
     if native_available("cpu")[0]:
         assert attn.self_check(BACKENDS["partgen_cpu"], cpu, torch.float32, 64, 64, grad=True) == ""
         assert attn.self_check(BACKENDS["partgen_cpu"], cpu, torch.bfloat16, 64, 64, grad=True) == ""
+
+
+def test_sdpa_loop_batches_equal_sets_as_the_reference(monkeypatch):
+    """Equal-size query and key sets (a batch of latent sets cross-attending to image tokens) take
+    sdpa_loop's single batched call: outputs and gradients match the reference, and the same sets
+    with one shorter still match (the per-group loop, one call per set)."""
+    calls = []
+    sdpa = attn.F.scaled_dot_product_attention
+    monkeypatch.setattr(attn.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or sdpa(*a, **kw))
+    g = torch.Generator().manual_seed(3)
+    for q_lengths, kv_lengths, want_calls in (([6, 6, 6], [4, 4, 4], 1), ([6, 5, 6], [4, 4, 4], 3)):
+        calls.clear()
+        q, k, v = (
+            torch.randn(sum(n), 2, 8, generator=g, dtype=torch.float64, requires_grad=True)
+            for n in (q_lengths, kv_lengths, kv_lengths)
+        )
+        q_groups = groups_from_cu_seqlens(cu_seqlens_from_lengths(q_lengths))
+        kv_groups = groups_from_cu_seqlens(cu_seqlens_from_lengths(kv_lengths))
+        got = attention(q, k, v, q_groups, kv_groups, backend="sdpa_loop")
+        assert len(calls) == want_calls
+        want = attention(q, k, v, q_groups, kv_groups, backend="reference")
+        torch.testing.assert_close(got, want)
+        grads = torch.autograd.grad((got * torch.arange(got.numel()).view_as(got)).sum(), (q, k, v))
+        want_grads = torch.autograd.grad((want * torch.arange(want.numel()).view_as(want)).sum(), (q, k, v))
+        for a, b in zip(grads, want_grads, strict=True):
+            torch.testing.assert_close(a, b)
