@@ -9,6 +9,9 @@ Per optimiser step (trainer.max_steps of them):
     every log_every: one row in <run_dir>/metrics.jsonl (and TensorBoard when installed)
     every eval_every and at the end: task.evaluate(EMA or raw model) on rank 0
     every ckpt_every and at the end: an atomic checkpoint (partgen.train.checkpoint), rank 0
+With trainer.max_minutes the run also ends (checkpoint, export) once that much wall-clock time has
+passed since the trainer was built, and the cosine reaches 0 then if the steps have not ended it
+first: a lent GPU machine's fixed minutes, whatever its speed. A resumed run's budget starts afresh.
 
 Data order is a function of (seed, epoch) only: a DistributedSampler shards a permutation seeded by
 seed + epoch, and the loader's worker seeds come from a generator seeded by (seed, rank, epoch), so
@@ -72,6 +75,7 @@ class TrainerConfig:
     """conf/trainer/default.yaml, typed. Steps are optimiser steps; batch_size is per process."""
 
     max_steps: int = 100_000
+    max_minutes: float | None = None  # wall-clock budget of this process; null or 0: none
     batch_size: int = 4
     grad_accum: int = 1
     grad_clip: float | None = 1.0  # null or 0: no clipping (the norm is still logged)
@@ -108,6 +112,8 @@ class TrainerConfig:
     def validate(self) -> None:
         if self.max_steps < 0 or self.batch_size < 1 or self.grad_accum < 1 or self.log_every < 1:
             raise ConfigError("trainer: max_steps >= 0, batch_size >= 1, grad_accum >= 1 and log_every >= 1 please")
+        if self.max_minutes is not None and self.max_minutes < 0:
+            raise ConfigError(f"trainer.max_minutes={self.max_minutes}: > 0, or null for no time budget")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"trainer.precision={self.precision}: fp32 or bf16")
         if self.lr_schedule not in ("cosine", "constant"):
@@ -120,8 +126,12 @@ class TrainerConfig:
             raise ConfigError(f"trainer.ema_decay={self.ema_decay}: in (0, 1), or null for no EMA")
 
 
-def lr_factor(schedule: str, warmup_steps: int, max_steps: int) -> Callable[[int], float]:
-    """Multiplier of the base LR for the update at optimiser step s (0-based): warm-up then cosine or flat."""
+def lr_factor(
+    schedule: str, warmup_steps: int, max_steps: int, elapsed: Callable[[], float] | None = None
+) -> Callable[[int], float]:
+    """Multiplier of the base LR for the update at optimiser step s (0-based): warm-up then cosine or
+    flat. elapsed (a time budget): the share of it spent, 0-1; the cosine then follows whichever of
+    steps and time runs out first, so it reaches 0 when the run ends either way."""
 
     def factor(s: int) -> float:
         if s < warmup_steps:
@@ -129,6 +139,8 @@ def lr_factor(schedule: str, warmup_steps: int, max_steps: int) -> Callable[[int
         if schedule == "constant":
             return 1.0
         progress = min(1.0, (s - warmup_steps) / max(1, max_steps - warmup_steps))
+        if elapsed is not None:
+            progress = max(progress, min(1.0, elapsed()))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor  # a plain function: LambdaLR's state_dict stores no closure state, the config decides
@@ -265,8 +277,15 @@ class Trainer:
             prepare(self.raw_model)
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         self.optimizer = optimizer_factory(self.params)
+        self.clock_start = time.monotonic()  # the time budget (max_minutes) counts from here
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(config.lr_schedule, config.warmup_steps, config.max_steps)
+            self.optimizer,
+            lr_factor(
+                config.lr_schedule,
+                config.warmup_steps,
+                config.max_steps,
+                self._budget_spent if config.max_minutes else None,
+            ),
         )
         self.ema = EMA(self.raw_model, config.ema_decay) if config.ema_decay and dist.is_main else None
         self.autocast_bf16 = config.precision == "bf16" and self.device.type == "cuda"
@@ -454,6 +473,21 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         return loss_sum / accum, logs, grad_norm
 
+    def _budget_spent(self) -> float:
+        """The share of trainer.max_minutes spent since the trainer was built (0 without a budget)."""
+        if not self.config.max_minutes:
+            return 0.0
+        return (time.monotonic() - self.clock_start) / (60.0 * self.config.max_minutes)
+
+    def _out_of_time(self) -> bool:
+        """Whether the time budget is spent, as rank 0 sees it (every rank stops at the same step)."""
+        if not self.config.max_minutes:
+            return False
+        flag = torch.tensor([float(self._budget_spent() >= 1.0)], device=self.device)
+        if self.dist.world_size > 1:
+            torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
+
     # ----------------------------------------------------------------------------- fit
 
     def fit(self) -> dict[str, Any]:
@@ -505,7 +539,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
 
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps or self._budget_spent() >= 1.0:
                     mean_loss, mean_logs, skipped_all = self._reduce_window(
                         window_loss, window_logs, window_steps, skipped
                     )
@@ -528,7 +562,10 @@ class Trainer:
                     window_loss = torch.zeros((), device=self.device)
                     window_logs, window_steps, skipped = {}, 0, 0
 
-                at_end = self.step == cfg.max_steps
+                out_of_time = self._out_of_time()
+                if out_of_time:
+                    log.info("trainer.max_minutes=%s spent at step %d: ending the run", cfg.max_minutes, self.step)
+                at_end = self.step == cfg.max_steps or out_of_time
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or at_end):
                     last_eval = self._evaluate()
                     if last_eval:
@@ -537,6 +574,8 @@ class Trainer:
                         )
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or at_end:
                     last_ckpt = self._save()
+                if out_of_time:
+                    break
 
             model_dir = None
             if self.dist.is_main:

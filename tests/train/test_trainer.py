@@ -224,3 +224,31 @@ def test_init_weights_starts_a_fresh_run_from_a_trained_model(tmp_path):
     assert read_metrics(third)[0][1]["loss"] < train[1]["loss"]  # it starts where the first run ended
     with pytest.raises(ConfigError, match="init_weights"):
         run_smoke(tmp_path / "bad", "trainer.max_steps=0", "model.hidden=7", f"trainer.init_weights={first}")
+
+
+def test_time_budget_ends_the_run_with_a_checkpoint_and_the_cosine_at_zero(tmp_path, monkeypatch):
+    """trainer.max_minutes: the run stops when the budget is spent (long before max_steps), saves a
+    checkpoint and the model, and the cosine, paced by the clock, has reached 0 by then."""
+    from partgen.train import trainer as trainer_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: clock["now"])
+    step = trainer_module.Trainer._train_step
+
+    def timed_step(self, batches):  # each step takes 3 s of the fake clock: 1 minute is 20 steps
+        clock["now"] += 3.0
+        return step(self, batches)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_train_step", timed_step)
+    run_dir = tmp_path / "run"
+    summary = run_smoke(run_dir, "trainer.max_steps=100000", "trainer.max_minutes=1", "trainer.warmup_steps=2")
+    assert summary["step"] == 20
+    train, _ = read_metrics(run_dir)
+    assert max(train) == 20 and train[20]["lr"] < 0.02 * train[3]["lr"]  # logged before the last update
+    assert (
+        train[10]["lr"] < 0.7 * train[3]["lr"]
+    )  # 45% of the time spent: well down the cosine, not at step 10 of 100000
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_0000020"
+    assert load_model(run_dir / "model") is not None
+    with pytest.raises(ConfigError, match="max_minutes"):
+        run_smoke(tmp_path / "other", "trainer.max_minutes=-1")
