@@ -68,19 +68,26 @@ def image_tensor(image, size: int, source: str = "image") -> torch.Tensor:
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """An image file -> (3, size, size) float32 (see image_tensor); ImageError names the file and the reason."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: the file is empty")
+    return image_from_bytes(path.read_bytes(), size, str(path))
+
+
+def image_from_bytes(data: bytes, size: int, source: str = "image") -> torch.Tensor:
+    """An image file's bytes -> (3, size, size) float32 (see image_tensor); ImageError names the source."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return image_tensor(im, size, str(path))
+            return image_tensor(im, size, source)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ImageError(f"{path}: not a readable image ({' '.join(str(err).split())})") from None
+        raise ImageError(f"{source}: not a readable image ({' '.join(str(err).split())})") from None
 
 
 class PatchTokenEncoder(nn.Module):

@@ -99,7 +99,7 @@ def test_mismatched_channels_and_missing_icons_are_named(setup):
     with pytest.raises(ValueError, match="3 latent channels, the VAE 4"):
         task.prepare(model)
     (setup / "records" / "default-0000-ball" / "icon" / "icon.png").unlink()
-    with pytest.raises(RecordError, match="default-0000-ball.*icon.png: no such file"):
+    with pytest.raises(RecordError, match="default-0000-ball.*icon.png is missing"):
         task_for(setup).train_dataset()
     with pytest.raises(FileNotFoundError, match="train the VAE first"):
         LayoutFlowTask(setup, vae=str(setup / "no_vae")).vae()
@@ -250,3 +250,32 @@ def test_jitter_image_scales_and_shifts_but_keeps_proportions_and_white():
         assert float(moved[:, :4, :4].min()) == 1.0 and float(moved.min()) >= 0.0  # the border stays white
         widths.append(w)
     assert max(widths) - min(widths) >= 4  # the scale does vary
+
+
+def test_latent_cache_stands_in_for_the_records(setup):
+    """task.cache: the first run encodes and writes both splits (float16 latents, icon bytes, split
+    keys); a run without the records folder reads the same pairs from it; other settings are refused
+    by name, and a torn file is named."""
+    cache = setup / "cache" / "pairs.safetensors"
+    settings = {"vae": str(setup / "vae"), "image_size": 32, "num_points": 256, "val_fraction": 0.25}
+    settings |= {"encodings": 2, "posterior": "mean"}
+    task = LayoutFlowTask(setup, cache=str(cache), **settings)
+    task.prepare(instantiate(FLOW))  # builds train and val, and writes them
+    first = {split: task.pairs(split) for split in ("train", "val")}
+    assert cache.is_file() and len(first["train"]) == 2 * len(set(first["train"].keys)) > 0
+    torch.testing.assert_close(first["train"].mean, first["train"].mean.half().float(), rtol=0, atol=0)
+
+    nowhere = setup / "no-records"
+    with pytest.raises(RecordError, match="no-records.*no complete latent cache"):
+        LayoutFlowTask(nowhere, **settings).train_dataset()
+    again = LayoutFlowTask(nowhere, cache=str(cache), **settings)
+    for split in ("train", "val"):
+        pairs = again.pairs(split)
+        assert pairs.keys == first[split].keys
+        assert torch.equal(pairs.mean, first[split].mean) and torch.equal(pairs.images, first[split].images)
+
+    with pytest.raises(ValueError, match="made with encodings=2, this task has encodings=3"):
+        LayoutFlowTask(setup, cache=str(cache), **(settings | {"encodings": 3}))
+    cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.raises(ValueError, match="pairs.safetensors: not a readable latent cache"):
+        LayoutFlowTask(setup, cache=str(cache), **settings)

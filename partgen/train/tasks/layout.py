@@ -36,6 +36,8 @@ extents). loss_null - loss > 0 and extent_r > 0 say the model reads the image.
 from __future__ import annotations
 
 import functools
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +47,7 @@ from torch import nn
 
 from partgen.data_pipeline.datasets import RecordError, ShapeRecords
 from partgen.diffusion.flow import interpolate, sample_sets
-from partgen.models.image_encoder import ImageError, load_image
+from partgen.models.image_encoder import ImageError, image_from_bytes
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import set_moments
 from partgen.models.vecset_vae import VecSetVAE
@@ -119,6 +121,79 @@ def jitter_image(image: torch.Tensor, amount: float, generator: torch.Generator 
     return (moved[0] + 1.0).clamp(0.0, 1.0)
 
 
+class LatentCache:
+    """A safetensors file of encoded (latent sets, icon) pairs for LayoutFlowTask (its `cache`).
+
+    Tensors: "<key>/mean" (E, L, C) float16 posterior means (E encodings of the record),
+    "<key>/std" the same for stds (posterior="sample" only: the means' otherwise are zero) and
+    "<key>/icon" the icon file's bytes (uint8). Metadata: "settings" (JSON: what the latents depend
+    on besides the record, LayoutFlowTask._cache_settings; a file made with other values is refused,
+    naming them) and "splits" (JSON: each split's keys in order, so a run without the records
+    reads the same split). Writes are atomic (a temporary file, then a rename)."""
+
+    def __init__(self, path: str | Path, settings: dict):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        self.path, self.settings = Path(path), dict(settings)
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.splits: dict[str, list[str]] = {}
+        self.dirty = False
+        if not self.path.is_file():
+            return
+        try:
+            with safe_open(str(self.path), "pt") as f:
+                meta = f.metadata() or {}
+            self.tensors = load_file(str(self.path))
+            stored, self.splits = json.loads(meta.get("settings", "{}")), json.loads(meta.get("splits", "{}"))
+        except Exception as err:  # a torn or foreign file
+            raise ValueError(f"{self.path}: not a readable latent cache ({err!r}); delete it to rebuild it") from None
+        differ = sorted(k for k in self.settings if stored.get(k) != self.settings[k])
+        if differ:
+            made = ", ".join(f"{k}={stored.get(k)!r}" for k in differ)
+            want = ", ".join(f"{k}={self.settings[k]!r}" for k in differ)
+            raise ValueError(
+                f"{self.path}: made with {made}, this task has {want}; delete it or set another task.cache"
+            )
+
+    def split_keys(self, split: str) -> list[str] | None:
+        return self.splits.get(split)
+
+    def set_split_keys(self, split: str, keys: list[str]) -> None:
+        if self.splits.get(split) != list(keys):
+            self.splits[split], self.dirty = list(keys), True
+
+    def get(self, key: str, count: int) -> tuple[torch.Tensor, torch.Tensor, bytes] | None:
+        """(count, L, C) float32 means and stds and the icon's bytes of `key`, or None when the file
+        holds fewer than `count` latent sets of it."""
+        mean = self.tensors.get(f"{key}/mean")
+        if mean is None or len(mean) < count or f"{key}/icon" not in self.tensors:
+            return None
+        std = self.tensors.get(f"{key}/std")
+        mean = mean[:count].float()
+        std = torch.zeros_like(mean) if std is None else std[:count].float()
+        return mean, std, self.tensors[f"{key}/icon"].numpy().tobytes()
+
+    def put(self, key: str, mean: torch.Tensor, std: torch.Tensor | None, icon: bytes) -> None:
+        self.tensors[f"{key}/mean"] = mean.to(torch.float16).contiguous()
+        if std is not None:
+            self.tensors[f"{key}/std"] = std.to(torch.float16).contiguous()
+        self.tensors[f"{key}/icon"] = torch.frombuffer(bytearray(icon), dtype=torch.uint8).clone()
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        from safetensors.torch import save_file
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        meta = {"settings": json.dumps(self.settings, sort_keys=True), "splits": json.dumps(self.splits)}
+        save_file(self.tensors, str(tmp), metadata=meta)
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
 def column_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(N, K), (N, K) -> (K,) Pearson correlation of each column pair (NaN for a constant column)."""
     a, b = a - a.mean(0), b - b.mean(0)
@@ -154,6 +229,12 @@ class LayoutFlowTask(FlowMatchingTask):
     limit:          at most this many training shapes (the first by key)
     moment_weight:  weight of the auxiliary moment target (needs model.moment_head; module docstring)
     eval_sample_steps: Euler steps of the generation evaluate scores (0: none)
+    cache:          a safetensors file of the encoded pairs (LatentCache): each record's latent sets
+                    (float16) and its icon file, and the two splits' keys. Records it lacks are
+                    encoded and added; with it complete, training needs neither `records` nor the
+                    encoding time (a GPU machine gets the file, not the 1.4 GB of records). It
+                    holds the settings it was made with and refuses others; retraining the VAE at
+                    the same path needs a new file. null: encode every run
     """
 
     # validation scores the flow alone (the moment head has its own figure, moment_mse)
@@ -178,6 +259,7 @@ class LayoutFlowTask(FlowMatchingTask):
         eval_sample_steps: int = 0,
         encodings: int = 1,
         image_jitter: float = 0.0,
+        cache: str | None = None,
     ):
         if not 0.0 <= drop_image < 1.0:
             raise ValueError(f"drop_image must lie in [0, 1), got {drop_image}")
@@ -194,6 +276,7 @@ class LayoutFlowTask(FlowMatchingTask):
         if int(encodings) < 1 or not 0.0 <= image_jitter < 1.0:
             raise ValueError(f"need encodings >= 1 and image_jitter in [0, 1), got {encodings}, {image_jitter}")
         self.encodings, self.image_jitter = int(encodings), float(image_jitter)
+        self.cache = LatentCache(cache, self._cache_settings()) if cache else None
         self._vae: VecSetVAE | None = None
         self._pairs: dict[str, LatentImagePairs] = {}
 
@@ -204,43 +287,93 @@ class LayoutFlowTask(FlowMatchingTask):
             self._vae = load_trained(self.vae_path, VecSetVAE, VAE_HINT)
         return self._vae
 
+    def _cache_settings(self) -> dict:
+        """What a cached latent set depends on besides the record (LatentCache refuses other values)."""
+        return {
+            "vae": str(self.vae_path),
+            "num_points": self.num_points,
+            "encodings": self.encodings,
+            "posterior": self.posterior,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+        }
+
+    def _split_keys(self, split: str) -> tuple[list[str], ShapeRecords | None]:
+        """The split's keys (the records', or the cache's when the records folder is absent)."""
+        try:
+            ds = ShapeRecords(self.records, split=split, val_fraction=self.val_fraction, seed=self.seed)
+        except FileNotFoundError as err:
+            keys = self.cache.split_keys(split) if self.cache is not None else None
+            if keys is None:
+                raise RecordError(f"{err}; no complete latent cache (task.cache) stands in for it") from None
+            return keys, None
+        if self.cache is not None:
+            self.cache.set_split_keys(split, ds.keys)
+        return ds.keys, ds
+
+    def _encode(self, ds: ShapeRecords, i: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(count, L, C) posterior means and stds of record i from `count` seeded subsets of its samples."""
+        vae = self.vae()
+        data = ds.load(i)
+        means, stds = [], []
+        for k in range(count):  # the first subset is the one a single encoding has always used
+            rng = np.random.default_rng([self.seed, i] if k == 0 else [self.seed, i, k])
+            keep = rng.choice(len(data["points"]), min(self.num_points, len(data["points"])), replace=False)
+            post = vae.encode(
+                torch.from_numpy(data["points"][keep]).float(),
+                cu_seqlens_from_lengths([len(keep)]),
+                torch.from_numpy(data["normals"][keep]).float(),
+                torch.from_numpy(data["sharp"][keep].astype(bool)),
+            )
+            means.append(post.mean)
+            stds.append(torch.exp(0.5 * post.logvar) if self.posterior == "sample" else torch.zeros_like(post.mean))
+        return torch.stack(means), torch.stack(stds)
+
     @torch.no_grad()
     def pairs(self, split: Literal["train", "val"]) -> LatentImagePairs:
         if split in self._pairs:
             return self._pairs[split]
-        ds = ShapeRecords(self.records, split=split, val_fraction=self.val_fraction, seed=self.seed)
+        split_keys, ds = self._split_keys(split)
         cap = self.eval_max_shapes if split == "val" else self.limit
-        count = len(ds) if cap is None else min(cap, len(ds))
-        vae = self.vae()
+        count = len(split_keys) if cap is None else min(cap, len(split_keys))
         encodings = self.encodings if split == "train" else 1
         keys, means, stds, images, owner = [], [], [], [], []
-        for i in range(count):
-            ref = ds.records[i]
-            icon = Path(ref.path) / "icon" / "icon.png"
+        for i, key in enumerate(split_keys[:count]):
+            hit = self.cache.get(key, encodings) if self.cache is not None else None
+            if hit is None:
+                if ds is None:
+                    raise RecordError(
+                        f"record {key}: not in the latent cache {self.cache.path} and no records to encode it"
+                    )
+                icon = Path(ds.records[i].path) / "icon" / "icon.png"
+                if not icon.is_file():
+                    raise RecordError(f"record {key}: {icon} is missing (annotate with icon_camera=typical)")
+                mean, std = self._encode(ds, i, encodings)
+                icon_bytes = icon.read_bytes()
+                if self.cache is not None:
+                    self.cache.put(key, mean, std if self.posterior == "sample" else None, icon_bytes)
+                    mean, std, icon_bytes = self.cache.get(key, encodings)  # float16-rounded: as a later run reads them
+            else:
+                mean, std, icon_bytes = hit
             try:
-                image = load_image(icon, self.image_size)
+                image = image_from_bytes(icon_bytes, self.image_size, f"record {key}: icon/icon.png")
             except ImageError as err:
-                raise RecordError(f"record {ref.key}: {err} (annotate with icon_camera=typical)") from None
-            data = ds.load(i)
-            for k in range(encodings):  # the first subset is the one a single encoding has always used
-                rng = np.random.default_rng([self.seed, i] if k == 0 else [self.seed, i, k])
-                keep = rng.choice(len(data["points"]), min(self.num_points, len(data["points"])), replace=False)
-                post = vae.encode(
-                    torch.from_numpy(data["points"][keep]).float(),
-                    cu_seqlens_from_lengths([len(keep)]),
-                    torch.from_numpy(data["normals"][keep]).float(),
-                    torch.from_numpy(data["sharp"][keep].astype(bool)),
-                )
-                keys.append(ref.key)
+                raise RecordError(f"{err} (annotate with icon_camera=typical)") from None
+            for k in range(encodings):
+                keys.append(key)
                 owner.append(len(images))
-                means.append(post.mean)
-                stds.append(torch.exp(0.5 * post.logvar) if self.posterior == "sample" else torch.zeros_like(post.mean))
+                means.append(mean[k])
+                stds.append(std[k])
             images.append((image * 255).round().to(torch.uint8))
+        if self.cache is not None:
+            self.cache.save()
         if split == "train" and not keys:
             raise ValueError(f"no training shape in {self.records}")
-        empty = torch.zeros(0, vae.num_latents, vae.latent_dim)
-        mean = torch.stack(means) if means else empty
-        std = torch.stack(stds) if stds else empty
+        if means:
+            mean, std = torch.stack(means), torch.stack(stds)
+        else:
+            vae = self.vae()
+            mean = std = torch.zeros(0, vae.num_latents, vae.latent_dim)
         img = torch.stack(images) if images else torch.zeros(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
         self._pairs[split] = LatentImagePairs(
             keys,
@@ -263,6 +396,8 @@ class LayoutFlowTask(FlowMatchingTask):
     def prepare(self, model: nn.Module) -> None:
         """Standardise the flow's space with the training latents' per-channel statistics."""
         train = self.pairs("train")
+        if self.cache is not None:
+            self.pairs("val")  # the cache then holds both splits: a run without the records trains from it
         if model.latent_channels != train.mean.shape[-1]:
             raise ValueError(
                 f"the flow has {model.latent_channels} latent channels, the VAE {train.mean.shape[-1]} "
@@ -357,4 +492,4 @@ class LayoutFlowTask(FlowMatchingTask):
         return self.pairs("val")
 
 
-__all__ = ["LatentImagePairs", "LayoutFlowTask", "collate_pairs", "jitter_image"]
+__all__ = ["LatentCache", "LatentImagePairs", "LayoutFlowTask", "collate_pairs", "jitter_image"]
