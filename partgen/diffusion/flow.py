@@ -7,7 +7,8 @@ is noise, the path is x_t = (1 - t) x_0 + t eps and the model predicts the veloc
 Training draws t from a logit-normal distribution (Esser et al. 2024: more weight mid-path).
 Sampling integrates from t = 1 to 0 with diffusers' scheduler (shift > 1 spends more steps near the
 noise end, as SD3 does for large inputs). Samplers take a callable velocity(x, t) -> v, never a
-model class (DESIGN.md); classifier-free guidance combines two such callables. sample_guided and
+model class (DESIGN.md); classifier-free guidance combines two such callables; flow_edit moves a
+sample from one condition's callable to another's (FlowEdit). sample_guided and
 sample_sets take the model itself as the callable, with its conditioning bound and a per-shape drop
 mask for the null condition: the pipelines (and the training tasks' evaluations) call them, the
 models only compute velocities.
@@ -100,6 +101,40 @@ def sample(
 
 
 @torch.no_grad()
+def flow_edit(
+    source_velocity: Velocity,
+    target_velocity: Velocity,
+    x_source: torch.Tensor,
+    strength: float,
+    steps: int = 10,
+    generator: torch.Generator | None = None,
+    noise_draws: int = 1,
+) -> torch.Tensor:
+    """Edit x_source, a sample under the source condition, towards the target condition (FlowEdit,
+    Kulikov et al. 2024, inversion-free): from t = strength to 0 in `steps` Euler steps, the edit
+    z moves by the difference of the two velocities at coupled points of the path, the source's
+    x_t = (1 - t) x_source + t eps and the target's x_t + (z - x_source), with fresh eps each step
+    (noise_draws of them averaged). Unlike SDEdit (sample with start), whose result depends on
+    the noise it adds, the noise enters both velocities alike: where the conditions agree, z stays
+    x_source, and it moves by what the target asks differently. -> z like x_source."""
+    if steps < 1 or noise_draws < 1:
+        raise ValueError(f"steps and noise_draws must be at least 1, got {steps}, {noise_draws}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    times = torch.linspace(strength, 0.0, steps + 1).tolist()
+    z = x_source.clone()
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        tt = torch.tensor(t, dtype=torch.float32, device=x_source.device)
+        delta = torch.zeros_like(z)
+        for _ in range(noise_draws):
+            eps = torch.randn(x_source.shape, generator=generator).to(x_source.device, x_source.dtype)
+            x_t = (1.0 - t) * x_source + t * eps
+            delta += target_velocity(x_t + (z - x_source), tt) - source_velocity(x_t, tt)
+        z = z + (t_next - t) * delta / noise_draws
+    return z
+
+
+@torch.no_grad()
 def sample_guided(
     velocity: GuidedVelocity,
     noise: torch.Tensor,
@@ -173,4 +208,4 @@ def sample_sets(
     )
 
 
-__all__ = ["guided", "interpolate", "logit_normal_timesteps", "sample", "sample_guided", "sample_sets"]
+__all__ = ["flow_edit", "guided", "interpolate", "logit_normal_timesteps", "sample", "sample_guided", "sample_sets"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from partgen.diffusion.flow import guided, interpolate, logit_normal_timesteps, sample, sample_sets
+from partgen.diffusion.flow import flow_edit, guided, interpolate, logit_normal_timesteps, sample, sample_sets
 from partgen.models.image_encoder import ImageError, ViTEncoder, image_tensor, load_image
 from partgen.models.io import load_model, save_model
 from partgen.models.layout_flow import LayoutFlow
@@ -60,6 +60,21 @@ def test_euler_sampling_is_exact_on_a_straight_path():
     assert seen[0] == pytest.approx(1.0) and all(a > b for a, b in zip(seen, seen[1:], strict=False))
     t = logit_normal_timesteps(1000, generator=torch.Generator().manual_seed(0))
     assert 0 < float(t.min()) and float(t.max()) < 1 and abs(float(t.median()) - 0.5) < 0.05
+
+
+def test_flow_edit_moves_only_by_what_the_target_asks_differently():
+    """FlowEdit between two point-mass conditions, whose exact velocities are (x - a) / t and
+    (x - b) / t: the noise cancels and the edit of a lands on b, at any strength and step count;
+    under the same condition twice nothing moves, whatever the noise."""
+    a, b = torch.randn(6, 3), torch.randn(6, 3)
+    to_a, to_b = (lambda x, t: (x - a) / t), (lambda x, t: (x - b) / t)
+    for strength, steps in ((0.3, 1), (0.7, 5), (1.0, 12)):
+        g = torch.Generator().manual_seed(steps)
+        torch.testing.assert_close(flow_edit(to_a, to_b, a, strength, steps, generator=g), b)
+    model = lambda x, t: torch.sin(3 * x) * (1 + t)  # noqa: E731 (any velocity: the difference is 0)
+    torch.testing.assert_close(flow_edit(model, model, a, 0.5, 4, generator=torch.Generator().manual_seed(0)), a)
+    with pytest.raises(ValueError, match="strength"):
+        flow_edit(to_a, to_b, a, 0.0)
 
 
 def test_guidance_extrapolates_from_the_unconditional_velocity():
