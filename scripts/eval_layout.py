@@ -12,7 +12,8 @@ F-score at 0.05), with the seconds of each stage; for an anchored VAE also the g
 mesh (anchor_chamfer, anchor_f_0.05: few points, so recall and these are low even when exact).
 With --references (a bank, scripts/build_references.py) and --strength < 1 the flow starts from the
 nearest training shape's latents and the layout is that shape's mesh carried by the generated
-anchors (partgen.pipelines.references): its surface is scored the same way, besides its normal
+anchors (partgen.pipelines.references; --reference-edit: FlowEdit against the reference's own
+icon, or SDEdit): its surface is scored the same way, besides its normal
 consistency and F-score at 0.02 (surface_metrics: both normalised) and its part count against the
 record's (within +-1). Whether the layouts follow the icons: the correlation across shapes of the generated and the true
 voxels' extent along each axis (2-98% percentile span; about 0 when the image is ignored). Prints
@@ -64,6 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-points", type=int, default=20000)
     ap.add_argument("--references", default=None, help="a reference bank (references.safetensors)")
     ap.add_argument("--strength", type=float, default=0.3, help="where the flow starts from the reference (1: noise)")
+    ap.add_argument(
+        "--reference-edit", choices=("flowedit", "sdedit"), default="sdedit", help="how the flow moves the reference"
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     try:
@@ -80,6 +84,7 @@ def main(argv=None) -> int:
             anchor_band=args.anchor_band,
             references=ReferenceBank.load(args.references) if args.references else None,
             strength=args.strength,
+            reference_edit=args.reference_edit,
         )
         ds = ShapeRecords(args.records, split=args.split, val_fraction=args.val_fraction)
     except (FileNotFoundError, ValueError, RuntimeError) as err:

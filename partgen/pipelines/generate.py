@@ -393,7 +393,7 @@ class PartGenerator:
                 attention accumulates in fp32). It pays off for wide models (GPU, or width >= 256 on
                 AVX-512-BF16 CPUs); the bundled width-96 model samples the demo table in 12.0 s either way
     min_component_faces, smooth_iterations: the decoded parts' clean-up (clean_mesh; 0 turns either off)
-    detail_strength: where stage 2's sampling starts (SDEdit, as stage 1's reference_strength): below 1
+    detail_strength: where stage 2's sampling starts (SDEdit, as stage 1 could with reference_edit=sdedit): below 1
                 the layout surface's signed distances at the voxels are encoded by the SLat VAE and
                 the flow enters its path at t = detail_strength from them (ceil(steps x strength)
                 steps); 1: from pure noise. From noise the CPU-trained PartDiT's latents decode to
@@ -472,7 +472,8 @@ class PartGenerator:
         coordinates: str = "auto",
         anchor_band: int = 2,
         dilation: int = 0,
-        reference_strength: float = 0.1,
+        reference_strength: float = 0.7,
+        reference_edit: str = "flowedit",
         device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
@@ -484,7 +485,8 @@ class PartGenerator:
         is anchored, else the decoded surface; dilation of the surface's voxels, 0: the voxels the
         surface crosses, as stage 2 was trained on); reference_strength: where stage 1's flow starts
         from the nearest reference shape's latents when the set has a reference bank
-        (references.safetensors; 1: from pure noise); device: where the models run (models.io.
+        (references.safetensors; 1: from pure noise) and reference_edit how it moves it (flowedit |
+        sdedit: LayoutGenerator); device: where the models run (models.io.
         choose_device); options: the other PartGenerator arguments (steps, guidance, max_parts, ...)."""
         folder = resolve_models(folder)
         if parts not in ("learned", "geometric"):
@@ -499,6 +501,7 @@ class PartGenerator:
             anchor_band=anchor_band,
             references=ReferenceBank.load(folder / BANK_FILE) if (folder / BANK_FILE).is_file() else None,
             strength=reference_strength,
+            reference_edit=reference_edit,
         )
         device = choose_device(device)
         layout.vae.to(device), layout.flow.to(device)
@@ -519,6 +522,7 @@ class PartGenerator:
             "layout_cfg": layout.guidance,
             "coordinates": layout.coordinates,
             "reference_strength": layout.strength if layout.uses_references else None,
+            "reference_edit": layout.reference_edit if layout.uses_references else None,
             "detail_strength": self.detail_strength,
             "layout_shell": self.layout_shell,
             "fit_proportions": self.fit_proportions,

@@ -9,7 +9,10 @@ them; EMA weights preferred) and runs, for one image:
     vae.decode        the latent set -> tokens
     vae.decode_grid   the occupancy on an R^3 grid, hierarchically (coarse first, refined at the surface)
     occupancy_to_voxels  the stage-2 coordinates at `voxel_resolution`, dilated by `dilation`
-and reports the time of each. The grid also gives a coarse mesh (vecset_vae.extract_mesh).
+and reports the time of each. The grid also gives a coarse mesh (vecset_vae.extract_mesh). With a
+reference bank the flow starts from the nearest training shape instead and moves it (flow_edit, or
+sample_sets from it: reference_edit), and the shape's own mesh, carried by the moved anchors,
+replaces the decoded occupancy (partgen.pipelines.references).
 
 coordinates="anchors" (an anchored VAE only) takes the stage-2 coordinates from the generated
 latents' anchors instead (vecset_vae.anchor_voxels: the voxels within `anchor_band` of an anchor):
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from partgen.diffusion.flow import sample_sets
+from partgen.diffusion.flow import flow_edit, sample_sets
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import LayoutFlow
 from partgen.models.vecset_vae import GridValues, VecSetVAE, anchor_voxels, occupancy_to_voxels
@@ -72,10 +75,13 @@ class LayoutGenerator:
     of the occupancy grid; voxel_resolution, dilation: of the stage-2 coordinates; coordinates:
     "surface" (the decoded surface's voxels), "anchors" (within anchor_band voxels of an anchor) or
     "auto" (anchors when the VAE is anchored); references, strength: a ReferenceBank (of the
-    VAE's latents) and the time the flow starts at from the nearest reference's latents (SDEdit;
-    strength 1 or no bank: from pure noise; see partgen.pipelines.references). The defaults are
+    VAE's latents) and the time the flow starts at from the nearest reference's latents (strength
+    1 or no bank: from pure noise; see partgen.pipelines.references); reference_edit: how the flow
+    moves the reference, "flowedit" (by the difference of its velocities under the image and under
+    the reference's own icon, which the bank must hold; `steps` Euler steps, unguided) or
+    "sdedit" (noised to t = strength, then sampled with the image). The defaults are
     partgen-generate's (conf/generate.yaml: layout_steps, layout_cfg, dilation, coordinates,
-    anchor_band, reference_strength)."""
+    anchor_band, reference_strength, reference_edit)."""
 
     def __init__(
         self,
@@ -91,7 +97,8 @@ class LayoutGenerator:
         coordinates: str = "auto",
         anchor_band: int = 2,
         references: ReferenceBank | None = None,
-        strength: float = 0.1,
+        strength: float = 0.7,
+        reference_edit: str = "flowedit",
     ):
         if coordinates not in ("auto", "surface", "anchors"):
             raise ValueError(f"coordinates must be 'auto', 'surface' or 'anchors', got {coordinates!r}")
@@ -114,7 +121,14 @@ class LayoutGenerator:
                     f"the reference bank holds {tuple(references.latents.shape[1:])} latent sets; this layout "
                     f"VAE makes anchored ({vae.num_latents}, {vae.latent_dim}) sets: build the bank with it"
                 )
-        self.references, self.strength = references, float(strength)
+        if reference_edit not in ("flowedit", "sdedit"):
+            raise ValueError(f"reference_edit must be 'flowedit' or 'sdedit', got {reference_edit!r}")
+        if reference_edit == "flowedit" and references is not None and references.icons is None:
+            raise ValueError(
+                "reference_edit='flowedit' needs the references' icons, and this bank has none (built before "
+                "them): rebuild it with scripts/build_references.py, or set reference_edit=sdedit"
+            )
+        self.references, self.strength, self.reference_edit = references, float(strength), reference_edit
         self._embedder = None
 
     @classmethod
@@ -163,18 +177,30 @@ class LayoutGenerator:
             times["retrieve_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
         cu = cu_seqlens_from_lengths([num_latents or self.vae.num_latents], device=image.device)
-        x = sample_sets(
-            functools.partial(flow, context=flow.encode_images(image[None])),
-            cu,
-            flow.latent_channels,
-            guidance=self.guidance,
-            steps=self.steps,
-            shift=self.shift,
-            generator=torch.Generator().manual_seed(seed),
-            progress=progress,
-            start=start,
-            strength=self.strength if start is not None else 1.0,
-        )
+        context = flow.encode_images(image[None])
+        if start is not None and self.reference_edit == "flowedit":
+            source = flow.encode_images(self.references.icon(index, self.image_size)[None].to(image.device))
+            x = flow_edit(
+                lambda x, t: flow(x, cu, t, context=source),
+                lambda x, t: flow(x, cu, t, context=context),
+                start,
+                self.strength,
+                steps=self.steps,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        else:
+            x = sample_sets(
+                functools.partial(flow, context=context),
+                cu,
+                flow.latent_channels,
+                guidance=self.guidance,
+                steps=self.steps,
+                shift=self.shift,
+                generator=torch.Generator().manual_seed(seed),
+                progress=progress,
+                start=start,
+                strength=self.strength if start is not None else 1.0,
+            )
         latents = flow.unstandardise(x)
         times["flow_s"] = time.perf_counter() - t0
         if index is not None:

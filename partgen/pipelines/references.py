@@ -9,13 +9,18 @@ A ReferenceBank holds, for every shape of the training split (never a held-out o
     descriptors  (N, Q)     the icon's pixel descriptor (partgen.eval.retrieval.icon_descriptor)
     meshes       the shape's normalised mesh decimated to at most `faces` triangles (per part, in
                  proportion), with each face's authored part and the parts' names
+    icons        the icon file's bytes (PNG): the source condition when stage 1 edits the reference
+                 towards the new image (reference_edit="flowedit"); banks built before them have none
 and finds, for a new image, the shape whose icon is nearest by both measures (each distance divided
 by its median over the bank, then summed: the features know the category, the pixels the
 silhouette; on the held-out icons the pair retrieves better than either alone).
 
 LayoutGenerator (partgen.pipelines.layout) starts the layout flow from the nearest shape's latents
-at t = strength instead of pure noise (SDEdit): the flow still generates the set, conditioned on
-the image, but from a real shape of the right kind. Because the flow is equivariant over the set
+at t = strength instead of pure noise: the flow still generates the set, conditioned on the image,
+but from a real shape of the right kind. Two ways: SDEdit (noise the reference to t, then sample
+with the new image) or FlowEdit (partgen.diffusion.flow.flow_edit: move the reference by the
+difference of the flow's velocities under the new image and under the reference's own icon, at
+coupled noisy points; where the two icons ask the same, nothing moves). Because the flow is equivariant over the set
 and starts from the reference's rows, generated row i is reference row i moved; the reference's
 coarse mesh is carried along by the anchors' motion (deform_by_anchors) and becomes the layout:
 its surface voxels are stage 2's tokens and its authored parts the parts. The CPU-trained layout
@@ -56,11 +61,23 @@ class ReferenceBank:
     descriptors: torch.Tensor
     meshes: list[ReferenceMesh]
     scales: tuple[float, float]
+    icons: list[bytes] | None = None
 
     def __post_init__(self):
         n = len(self.keys)
-        if not n or any(len(x) != n for x in (self.latents, self.embeddings, self.descriptors, self.meshes)):
+        fields = (self.latents, self.embeddings, self.descriptors, self.meshes, self.icons or self.keys)
+        if not n or any(len(x) != n for x in fields):
             raise ValueError(f"a reference bank needs one row per key in every field, got {n} keys")
+
+    def icon(self, index: int, size: int) -> torch.Tensor:
+        """(3, size, size) float32: reference `index`'s icon as the flow reads images (load_image)."""
+        from partgen.models.image_encoder import image_from_bytes
+
+        if self.icons is None:
+            raise ValueError(
+                "this reference bank holds no icons (built before them): rebuild it with scripts/build_references.py"
+            )
+        return image_from_bytes(self.icons[index], size, f"reference {self.keys[index]}: icon")
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -87,6 +104,9 @@ class ReferenceBank:
             "vertex_counts": counts("vertices"),
             "face_counts": counts("faces"),
         }
+        if self.icons is not None:
+            tensors["icons"] = torch.frombuffer(bytearray(b"".join(self.icons)), dtype=torch.uint8).clone()
+            tensors["icon_sizes"] = torch.tensor([len(icon) for icon in self.icons])
         meta = {
             "keys": json.dumps(self.keys),
             "part_names": json.dumps([m.part_names for m in self.meshes]),
@@ -116,7 +136,12 @@ class ReferenceBank:
         faces = np.split(t["faces"].numpy().astype(np.int64), cuts)
         parts = np.split(t["face_part"].numpy().astype(np.int64), cuts)
         meshes = [ReferenceMesh(*m) for m in zip(vertices, faces, parts, names, strict=True)]
-        return cls(keys, t["latents"], t["embeddings"].float(), t["descriptors"].float(), meshes, tuple(scales))
+        icons = None
+        if "icons" in t:
+            data = t["icons"].numpy().tobytes()
+            ends = np.cumsum(t["icon_sizes"].numpy()).tolist()
+            icons = [data[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        return cls(keys, t["latents"], t["embeddings"].float(), t["descriptors"].float(), meshes, tuple(scales), icons)
 
 
 def deform_by_anchors(
@@ -175,7 +200,7 @@ def build_reference_bank(
     """A bank of the training split of `records` (an annotation folder; partgen.data_pipeline.datasets
     splits it, and refuses evaluation-only libraries): each shape encoded by the layout VAE `vae` from
     num_points of its surface samples (the subset the layout flow's training used first), its icon
-    embedded, its mesh decimated to max_faces."""
+    embedded and kept, its mesh decimated to max_faces."""
     from partgen.data_pipeline.datasets import ShapeRecords
     from partgen.eval.retrieval import icon_descriptor, read_icon
     from partgen.models.efficientnet import efficientnet_lite0
@@ -184,7 +209,7 @@ def build_reference_bank(
 
     net = efficientnet_lite0()
     ds = ShapeRecords(records, split="train", seed=seed)
-    keys, latents, embeddings, descriptors, meshes = [], [], [], [], []
+    keys, latents, embeddings, descriptors, meshes, icons = [], [], [], [], [], []
     items = range(len(ds))
     if progress:
         from tqdm.auto import tqdm
@@ -192,7 +217,8 @@ def build_reference_bank(
         items = tqdm(items, desc="reference bank", unit="shape")
     for i in items:
         ref = ds.records[i]
-        icon = read_icon(Path(ref.path) / "icon" / "icon.png")
+        icon_path = Path(ref.path) / "icon" / "icon.png"
+        icon = read_icon(icon_path)
         data = ds.load(i)
         keep = np.random.default_rng([seed, i]).choice(
             len(data["points"]), min(num_points, len(data["points"])), replace=False
@@ -214,6 +240,7 @@ def build_reference_bank(
         latents.append(post.mean)
         embeddings.append(net.embed(image_tensor(icon, 128)[None])[0])
         descriptors.append(torch.from_numpy(icon_descriptor(icon)))
+        icons.append(icon_path.read_bytes())
         meshes.append(
             ReferenceMesh(mesh[0].astype(np.float32), mesh[1], mesh[2], part_class_names(list(ref.part_names)))
         )
@@ -222,7 +249,7 @@ def build_reference_bank(
         float(torch.median(1.0 - embeddings @ embeddings.T)),
         float(torch.median(torch.cdist(descriptors, descriptors))),
     )
-    return ReferenceBank(keys, torch.stack(latents), embeddings, descriptors, meshes, scales)
+    return ReferenceBank(keys, torch.stack(latents), embeddings, descriptors, meshes, scales, icons)
 
 
 __all__ = [

@@ -93,7 +93,18 @@ def bank_of(vae: VecSetVAE, pictures: list[torch.Tensor]) -> ReferenceBank:
     desc = torch.stack(
         [torch.from_numpy(icon_descriptor((p.permute(1, 2, 0).numpy() * 255).astype(np.uint8))) for p in pictures]
     )
-    return ReferenceBank(["box", "tall"], torch.stack(latents), emb, desc, meshes, (0.5, 5.0))
+    icons = [png_bytes(p) for p in pictures]
+    return ReferenceBank(["box", "tall"], torch.stack(latents), emb, desc, meshes, (0.5, 5.0), icons)
+
+
+def png_bytes(picture: torch.Tensor) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((picture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_bank_round_trips_and_retrieves_the_nearest_icon(tmp_path):
@@ -105,6 +116,7 @@ def test_bank_round_trips_and_retrieves_the_nearest_icon(tmp_path):
     assert torch.allclose(back.latents, bank.latents) and back.meshes[1].part_names == ["leg", "seat"]
     assert np.allclose(back.meshes[0].vertices, bank.meshes[0].vertices, atol=1e-3)
     assert np.array_equal(back.meshes[0].faces, bank.meshes[0].faces)
+    assert back.icons == bank.icons and torch.allclose(back.icon(1, 32), pictures[1], atol=1 / 255)
     for i in range(2):
         assert int(back.distances(bank.embeddings[i], bank.descriptors[i]).argmin()) == i
     with pytest.raises(ValueError, match="not a reference bank"):
@@ -137,3 +149,31 @@ def test_the_flow_starts_from_the_nearest_reference_and_carries_its_mesh():
         )
     with pytest.raises(ValueError, match="strength"):
         LayoutGenerator(vae, flow, strength=0.0)
+
+
+def test_flowedit_moves_the_reference_only_where_the_image_differs_from_its_icon(tmp_path):
+    """reference_edit="flowedit": given the reference's own icon, the velocities under the image and
+    under the icon agree and the set comes back as the reference's, whatever the noise; another
+    image moves it. A bank without icons is refused for flowedit, by name."""
+    vae, flow = tiny_models()
+    with torch.no_grad():  # off adaLN-Zero's zero start, so the velocity reads the image
+        for p in flow.parameters():
+            torch.nn.init.normal_(p, std=0.2) if p.dim() > 1 else None
+    pictures = images()
+    bank = bank_of(vae, pictures)
+    options = {"steps": 4, "voxel_resolution": 16, "resolution": 32, "coarse": 8, "reference_edit": "flowedit"}
+    generator = LayoutGenerator(vae, flow, references=bank, strength=0.7, **options)
+    own = generator(bank.icon(1, 32), seed=3)  # the bar as its PNG gives it (the float picture differs by rounding)
+    assert own.reference == "tall"
+    torch.testing.assert_close(own.latents, bank.latents[1], atol=1e-5, rtol=0)
+    sdedit = LayoutGenerator(vae, flow, references=bank, strength=0.7, **(options | {"reference_edit": "sdedit"}))
+    assert (sdedit(pictures[1], seed=3).latents - bank.latents[1]).abs().max() > 1e-2  # SDEdit moves it anyway
+    fields = (bank.keys, bank.latents, bank.embeddings, bank.descriptors, bank.meshes, bank.scales)
+    swapped = ReferenceBank(*fields, bank.icons[::-1])  # "tall" (still retrieved) now carries the disc's icon
+    moved = LayoutGenerator(vae, flow, references=swapped, strength=0.7, **options)(pictures[1], seed=3)
+    assert moved.reference == "tall" and (moved.latents - bank.latents[1]).abs().max() > 1e-3
+    bare = ReferenceBank(*fields)
+    with pytest.raises(ValueError, match="needs the references' icons"):
+        LayoutGenerator(vae, flow, references=bare, **options)
+    with pytest.raises(ValueError, match="reference_edit"):
+        LayoutGenerator(vae, flow, references=bank, reference_edit="inversion")
