@@ -109,6 +109,7 @@ def flow_edit(
     steps: int = 10,
     generator: torch.Generator | None = None,
     noise_draws: int = 1,
+    progress: str | None = None,
 ) -> torch.Tensor:
     """Edit x_source, a sample under the source condition, towards the target condition (FlowEdit,
     Kulikov et al. 2024, inversion-free): from t = strength to 0 in `steps` Euler steps, the edit
@@ -116,14 +117,20 @@ def flow_edit(
     x_t = (1 - t) x_source + t eps and the target's x_t + (z - x_source), with fresh eps each step
     (noise_draws of them averaged). Unlike SDEdit (sample with start), whose result depends on
     the noise it adds, the noise enters both velocities alike: where the conditions agree, z stays
-    x_source, and it moves by what the target asks differently. -> z like x_source."""
+    x_source, and it moves by what the target asks differently. progress: a label for a progress
+    bar over the steps (None: quiet). -> z like x_source."""
     if steps < 1 or noise_draws < 1:
         raise ValueError(f"steps and noise_draws must be at least 1, got {steps}, {noise_draws}")
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     times = torch.linspace(strength, 0.0, steps + 1).tolist()
     z = x_source.clone()
-    for t, t_next in zip(times[:-1], times[1:], strict=True):
+    pairs = list(zip(times[:-1], times[1:], strict=True))
+    if progress is not None:
+        from tqdm.auto import tqdm
+
+        pairs = tqdm(pairs, desc=progress, unit="step", leave=False)
+    for t, t_next in pairs:
         tt = torch.tensor(t, dtype=torch.float32, device=x_source.device)
         delta = torch.zeros_like(z)
         for _ in range(noise_draws):

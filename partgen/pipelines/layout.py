@@ -187,6 +187,7 @@ class LayoutGenerator:
                 self.strength,
                 steps=self.steps,
                 generator=torch.Generator().manual_seed(seed),
+                progress=progress,
             )
         else:
             x = sample_sets(
