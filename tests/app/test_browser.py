@@ -436,6 +436,10 @@ def test_jobs_queue_one_at_a_time_and_a_running_job_can_be_cancelled(page, serve
     generations = {p.name for p in server.root().glob("sessions/*/generate-*")}
     page.tab("Generate")
     page.upload("gen-image", EXAMPLE_IMAGE)
+    # the slider's most stage-2 steps: a warm debug-sized job (2 steps) can end before the segment
+    # job is queued and the cancel clicked, and then there is nothing left to cancel
+    steps = page.css("#gen-steps input[type=range]").get_attribute("value")
+    page.set_slider("gen-steps", 50)
     page.css("#gen-run").click()
     _wait(lambda: page.driver.find_elements(page.by.CSS_SELECTOR, "#gen-view .progress-level"), 60, "the job to run")
     page.tab("Segment")
@@ -454,6 +458,8 @@ def test_jobs_queue_one_at_a_time_and_a_running_job_can_be_cancelled(page, serve
     assert time.monotonic() - start < 60
     # the cancelled generation stopped (a cancelled job's folder goes) rather than running to its end
     assert {p.name for p in server.root().glob("sessions/*/generate-*")} == generations
+    page.tab("Generate")
+    page.set_slider("gen-steps", steps)
 
 
 def test_closing_the_tab_removes_the_sessions_files(page, server, bad_files):
