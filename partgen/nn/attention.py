@@ -127,15 +127,10 @@ class SdpaLoopBackend(AttentionBackend):
         q, k, v = inp.grouped()
         q_cu, kv_cu = inp.q_groups.cu_seqlens.tolist(), inp.kv_groups.cu_seqlens.tolist()
         groups = inp.q_groups.num_groups
-        n_q, n_k = q_cu[1] - q_cu[0] if groups else 0, kv_cu[1] - kv_cu[0] if groups else 0
-        if (
-            groups > 1
-            and n_q > 0
-            and n_k > 0
-            and q_cu == list(range(0, groups * n_q + 1, n_q))
-            and kv_cu == list(range(0, groups * n_k + 1, n_k))
-        ):
-            heads = q.shape[1]
+        q_lengths = {b - a for a, b in zip(q_cu, q_cu[1:], strict=False)}
+        kv_lengths = {b - a for a, b in zip(kv_cu, kv_cu[1:], strict=False)}
+        if groups > 1 and len(q_lengths) == len(kv_lengths) == 1 and 0 not in q_lengths | kv_lengths:
+            (n_q,), (n_k,), heads = q_lengths, kv_lengths, q.shape[1]
             out = F.scaled_dot_product_attention(
                 q.view(groups, n_q, heads, -1).transpose(1, 2),
                 k.view(groups, n_k, heads, -1).transpose(1, 2),

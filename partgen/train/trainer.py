@@ -278,13 +278,14 @@ class Trainer:
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         self.optimizer = optimizer_factory(self.params)
         self.clock_start = time.monotonic()  # the time budget (max_minutes) counts from here
+        self.budget_spent = 0.0  # its share spent, as rank 0 measured it after the last update (_sync_budget)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lr_factor(
                 config.lr_schedule,
                 config.warmup_steps,
                 config.max_steps,
-                self._budget_spent if config.max_minutes else None,
+                (lambda: self.budget_spent) if config.max_minutes else None,
             ),
         )
         self.ema = EMA(self.raw_model, config.ema_decay) if config.ema_decay and dist.is_main else None
@@ -473,20 +474,19 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         return loss_sum / accum, logs, grad_norm
 
-    def _budget_spent(self) -> float:
-        """The share of trainer.max_minutes spent since the trainer was built (0 without a budget)."""
-        if not self.config.max_minutes:
-            return 0.0
-        return (time.monotonic() - self.clock_start) / (60.0 * self.config.max_minutes)
-
-    def _out_of_time(self) -> bool:
-        """Whether the time budget is spent, as rank 0 sees it (every rank stops at the same step)."""
+    def _sync_budget(self) -> bool:
+        """Update budget_spent, the share of trainer.max_minutes spent since the trainer was built, as
+        rank 0 measures it (every rank then takes the same LR and stops at the same step); whether
+        it is all spent. False without a budget."""
         if not self.config.max_minutes:
             return False
-        flag = torch.tensor([float(self._budget_spent() >= 1.0)], device=self.device)
+        spent = (time.monotonic() - self.clock_start) / (60.0 * self.config.max_minutes)
         if self.dist.world_size > 1:
-            torch.distributed.broadcast(flag, src=0)
-        return bool(flag.item())
+            shared = torch.tensor([spent], dtype=torch.float64, device=self.device)
+            torch.distributed.broadcast(shared, src=0)
+            spent = float(shared.item())
+        self.budget_spent = spent
+        return spent >= 1.0
 
     # ----------------------------------------------------------------------------- fit
 
@@ -528,6 +528,7 @@ class Trainer:
                     skipped += 1
                     log.warning("step %d: non-finite gradient norm, update skipped", self.step + 1)
                 self.optimizer.zero_grad(set_to_none=True)
+                out_of_time = self._sync_budget()  # before the schedule reads it
                 self.scheduler.step()
                 self.step += 1
                 if self.ema is not None:
@@ -539,7 +540,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
 
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps or self._budget_spent() >= 1.0:
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps or out_of_time:
                     mean_loss, mean_logs, skipped_all = self._reduce_window(
                         window_loss, window_logs, window_steps, skipped
                     )
@@ -562,7 +563,6 @@ class Trainer:
                     window_loss = torch.zeros((), device=self.device)
                     window_logs, window_steps, skipped = {}, 0, 0
 
-                out_of_time = self._out_of_time()
                 if out_of_time:
                     log.info("trainer.max_minutes=%s spent at step %d: ending the run", cfg.max_minutes, self.step)
                 at_end = self.step == cfg.max_steps or out_of_time

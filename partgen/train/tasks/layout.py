@@ -133,7 +133,6 @@ class LatentCache:
 
     def __init__(self, path: str | Path, settings: dict):
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
         self.path, self.settings = Path(path), dict(settings)
         self.tensors: dict[str, torch.Tensor] = {}
@@ -144,7 +143,7 @@ class LatentCache:
         try:
             with safe_open(str(self.path), "pt") as f:
                 meta = f.metadata() or {}
-            self.tensors = load_file(str(self.path))
+                self.tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (no __iter__)
             stored, self.splits = json.loads(meta.get("settings", "{}")), json.loads(meta.get("splits", "{}"))
         except Exception as err:  # a torn or foreign file
             raise ValueError(f"{self.path}: not a readable latent cache ({err!r}); delete it to rebuild it") from None
