@@ -11,7 +11,8 @@ F-score at 0.05), with the seconds of each stage; for an anchored VAE also the g
 (the L surface points stage 2's voxels gather round with --coordinates anchors) against the same
 mesh (anchor_chamfer, anchor_f_0.05: few points, so recall and these are low even when exact).
 With --references (a bank, scripts/build_references.py) and --strength < 1 the flow starts from the
-nearest training shape's latents and the layout is that shape's mesh carried by the generated
+latents of the training shape chosen by icon and outline (--candidates, --silhouette-weight:
+LayoutGenerator.choose_reference) and the layout is that shape's mesh carried by the generated
 anchors (partgen.pipelines.references; --reference-edit: FlowEdit against the reference's own
 icon, or SDEdit): its surface is scored the same way, besides its normal
 consistency and F-score at 0.02 (surface_metrics: both normalised) and its part count against the
@@ -35,6 +36,7 @@ from partgen.eval.geometry import chamfer_distance, f_score, sample_mesh, surfac
 from partgen.models.image_encoder import ImageError, load_image
 from partgen.models.vecset_vae import extract_mesh
 from partgen.pipelines.layout import LayoutGenerator
+from partgen.pipelines.proportions import image_mask
 from partgen.pipelines.references import ReferenceBank
 
 
@@ -68,6 +70,10 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--reference-edit", choices=("flowedit", "sdedit"), default="sdedit", help="how the flow moves the reference"
     )
+    ap.add_argument("--candidates", type=int, default=8, help="the reference: among this many nearest icons")
+    ap.add_argument(
+        "--silhouette-weight", type=float, default=3.0, help="the outline's weight in that choice (0: the nearest icon)"
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     try:
@@ -85,6 +91,8 @@ def main(argv=None) -> int:
             references=ReferenceBank.load(args.references) if args.references else None,
             strength=args.strength,
             reference_edit=args.reference_edit,
+            candidates=args.candidates,
+            silhouette_weight=args.silhouette_weight,
         )
         ds = ShapeRecords(args.records, split=args.split, val_fraction=args.val_fraction)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
@@ -99,7 +107,8 @@ def main(argv=None) -> int:
         except ImageError as err:
             print(f"skip {ref.key}: {err}", file=sys.stderr)
             continue
-        layout = gen(image, seed=args.seed)
+        mask = image_mask(Path(ref.path) / "icon" / "icon.png") if gen.uses_references else None
+        layout = gen(image, seed=args.seed, mask=mask)
         with np.load(Path(ref.path) / "voxels.npz") as z:
             truth_voxels = z["coords"].astype(np.int64)
         row = {"key": ref.key, **{k: round(v, 3) for k, v in layout.times.items()}}

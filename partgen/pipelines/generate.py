@@ -5,7 +5,8 @@ voxel side.
 
     stage 1   LayoutGenerator: the layout flow samples VecSet latents for the image, the VecSet VAE
               decodes an occupancy grid, occupancy_to_voxels gives the V voxels (R = 64); with a
-              reference bank the flow starts from the nearest training shape and carries its mesh,
+              reference bank the flow starts from a training shape (of the nearest icons, the one whose
+              outline best fits the image's from some icon view) and carries its mesh,
               which fit_proportions then stretches to the image's silhouette (pipelines.proportions);
               given the object's dimensions (width, depth, height) the layout, whichever, takes
               their proportions instead (box_stretch)
@@ -474,6 +475,8 @@ class PartGenerator:
         dilation: int = 0,
         reference_strength: float = 0.7,
         reference_edit: str = "flowedit",
+        reference_candidates: int = 8,
+        silhouette_weight: float = 3.0,
         device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
@@ -486,7 +489,9 @@ class PartGenerator:
         surface crosses, as stage 2 was trained on); reference_strength: where stage 1's flow starts
         from the nearest reference shape's latents when the set has a reference bank
         (references.safetensors; 1: from pure noise) and reference_edit how it moves it (flowedit |
-        sdedit: LayoutGenerator); device: where the models run (models.io.
+        sdedit: LayoutGenerator); reference_candidates, silhouette_weight: how that reference is
+        chosen (the nearest icons, re-ranked by their shapes' outlines: LayoutGenerator.choose_reference);
+        device: where the models run (models.io.
         choose_device); options: the other PartGenerator arguments (steps, guidance, max_parts, ...)."""
         folder = resolve_models(folder)
         if parts not in ("learned", "geometric"):
@@ -502,6 +507,8 @@ class PartGenerator:
             references=ReferenceBank.load(folder / BANK_FILE) if (folder / BANK_FILE).is_file() else None,
             strength=reference_strength,
             reference_edit=reference_edit,
+            candidates=reference_candidates,
+            silhouette_weight=silhouette_weight,
         )
         device = choose_device(device)
         layout.vae.to(device), layout.flow.to(device)
@@ -523,6 +530,8 @@ class PartGenerator:
             "coordinates": layout.coordinates,
             "reference_strength": layout.strength if layout.uses_references else None,
             "reference_edit": layout.reference_edit if layout.uses_references else None,
+            "reference_candidates": layout.candidates if layout.uses_references else None,
+            "silhouette_weight": layout.silhouette_weight if layout.uses_references else None,
             "detail_strength": self.detail_strength,
             "layout_shell": self.layout_shell,
             "fit_proportions": self.fit_proportions,
@@ -560,12 +569,15 @@ class PartGenerator:
         device = next(self.part_dit.parameters()).device
         image_layout, image_dit = (im.to(device) for im in self.load_image(image))
         stage("stage 1")
-        coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout)
+        # the object's outline: it helps choose stage 1's reference, and the silhouette fit stretches it
+        mask = image_mask(image) if layout is None and self.layout.uses_references else None
+        coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout, mask)
         scale = None
         if dimensions is not None or (self.fit_proportions and given):
             t0 = time.perf_counter()
-            mask = None if dimensions is not None else image_mask(image)
-            coords, surface, scale = self.stretch_layout(coords, surface, mask, dimensions)
+            coords, surface, scale = self.stretch_layout(
+                coords, surface, None if dimensions is not None else mask, dimensions
+            )
             times["layout_proportions_s"] = time.perf_counter() - t0
         where = f"{image} (seed {seed})"
         if len(coords) == 0 or len(surface[1]) == 0:
@@ -597,14 +609,15 @@ class PartGenerator:
     # --- the stages ------------------------------------------------------------------------------
 
     def sample_layout(
-        self, image: torch.Tensor, seed: int = 0, progress: bool = False, layout=None
+        self, image: torch.Tensor, seed: int = 0, progress: bool = False, layout=None, mask=None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, float], int, tuple | None]:
         """Stage 1: image (3, S1, S1) -> the V surface voxels (V, 3) int64 at the stage-2 resolution,
         the coarse surface (vertices (n, 3) float64 in the normalised cube, faces (m, 3) int64),
         seconds per step, the count of layout latents (L; 0 when `layout`, a mesh file or
         (vertices, faces), stands in for stage 1: its surface voxels and itself, normalised into the
         cube), and when stage 1 carried a reference shape (LayoutGenerator with references) its
-        parts and key: ((m,) face parts, names, the reference's key), else None."""
+        parts and key: ((m,) face parts, names, the reference's key), else None. mask: the image's
+        framed object mask (image_mask), with which stage 1 chooses its reference, or None."""
         if layout is not None:
             from partgen.data_pipeline.mesh_io import load_mesh
 
@@ -616,7 +629,7 @@ class PartGenerator:
                 vertices, faces = mesh.vertices, mesh.faces
             vertices, coords = cube_surface_voxels(vertices, faces, self.layout.voxel_resolution)
             return coords, (vertices, faces), {"layout_from_mesh_s": time.perf_counter() - t0}, 0, None
-        generated = self.layout(image, seed=seed, progress="stage 1: layout flow" if progress else None)
+        generated = self.layout(image, seed=seed, progress="stage 1: layout flow" if progress else None, mask=mask)
         coords = generated.voxels.cpu().numpy().astype(np.int64)
         times = {f"layout_{k}": v for k, v in generated.times.items()}
         if generated.mesh is not None:

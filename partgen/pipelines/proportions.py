@@ -27,12 +27,14 @@ icons, the references stretched to their true box score F@0.02 0.387 and view Io
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from partgen.data_pipeline.sh3d_icons import (
     ICON_EXTENT,
     TYPICAL_VIEW,
+    IconView,
     frame_to_points,
     preview_camera,
     render_silhouette,
@@ -43,6 +45,14 @@ MASK_SIZE = 128  # pixels a side of the framed masks compared (the icons' size)
 MAX_STRETCH = float(np.log(1.25))  # the largest |log factor| a fit may use (module docstring)
 # box_stretch's largest |log factor| from the middle one (4x: beyond that, it is another object)
 MAX_BOX_STRETCH = float(np.log(4.0))
+# the views best_view_iou tries: yaw -60..90 and pitch -40..-4 degrees, about the spread of the icons' own
+# views (fitted to the true meshes of the val icons: yaw 10/50/90th percentiles -40 / 30 / 49, pitch
+# -35 / -22 / -11; generator README, sixth session)
+VIEW_GRID = tuple(
+    IconView(math.radians(yaw), math.radians(pitch), TYPICAL_VIEW.scale)
+    for pitch in (-40, -28, -16, -4)
+    for yaw in range(-60, 91, 15)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +103,19 @@ def layout_silhouette(vertices: np.ndarray, faces: np.ndarray, size: int = MASK_
     """(size, size) bool: the mesh from the typical icon camera, framed to its vertices."""
     camera = frame_to_points(preview_camera(TYPICAL_VIEW, (size, size)), vertices)
     return render_silhouette(vertices, faces, camera)
+
+
+def best_view_iou(vertices: np.ndarray, faces: np.ndarray, mask: np.ndarray, views=VIEW_GRID) -> float:
+    """The largest silhouette IoU of the mesh (vertices (V, 3), faces (F, 3)), framed as an icon is from
+    each of the views (IconView), with the framed object mask (framed_mask's output): how well the
+    shape's outline can explain the image's from some view (the view itself is not trusted)."""
+    vertices = np.asarray(vertices, np.float64)
+    size = mask.shape[0]
+    best = 0.0
+    for view in views:
+        camera = frame_to_points(preview_camera(view, (size, size)), vertices)
+        best = max(best, silhouette_iou(render_silhouette(vertices, faces, camera), mask))
+    return best
 
 
 def fit_proportions(
@@ -163,7 +186,9 @@ __all__ = [
     "MASK_SIZE",
     "MAX_BOX_STRETCH",
     "MAX_STRETCH",
+    "VIEW_GRID",
     "ProportionFit",
+    "best_view_iou",
     "box_stretch",
     "check_dimensions",
     "fit_proportions",

@@ -15,7 +15,8 @@ and finds, for a new image, the shape whose icon is nearest by both measures (ea
 by its median over the bank, then summed: the features know the category, the pixels the
 silhouette; on the held-out icons the pair retrieves better than either alone).
 
-LayoutGenerator (partgen.pipelines.layout) starts the layout flow from the nearest shape's latents
+LayoutGenerator (partgen.pipelines.layout) starts the layout flow from the latents of the shape chosen
+among the nearest (LayoutGenerator.choose_reference: the image's outline decides among them)
 at t = strength instead of pure noise: the flow still generates the set, conditioned on the image,
 but from a real shape of the right kind. Two ways: SDEdit (noise the reference to t, then sample
 with the new image) or FlowEdit (partgen.diffusion.flow.flow_edit: move the reference by the

@@ -71,7 +71,8 @@ def test_python_defaults_are_the_generate_config():
     stage1 = inspect.signature(LayoutGenerator).parameters
     for key, name in [("layout_steps", "steps"), ("layout_guidance", "guidance"), ("coordinates", "coordinates"),
                       ("anchor_band", "anchor_band"), ("dilation", "dilation"),
-                      ("reference_strength", "strength"), ("reference_edit", "reference_edit")]:  # fmt: skip
+                      ("reference_strength", "strength"), ("reference_edit", "reference_edit"),
+                      ("reference_candidates", "candidates"), ("silhouette_weight", "silhouette_weight")]:  # fmt: skip
         assert stage1[name].default == pipeline[key], f"LayoutGenerator {name}"
 
 
@@ -106,6 +107,7 @@ def test_outputs_hold_named_parts_and_a_report(generated):
 
     assert split_of(report["layout_reference"], 0.1, 0) == "train"
     assert report["settings"]["reference_strength"] == 0.7 and report["settings"]["reference_edit"] == "flowedit"
+    assert report["settings"]["reference_candidates"] == 8 and report["settings"]["silhouette_weight"] == 3.0
     assert report["settings"]["detail_strength"] == 0.3
     assert report["settings"]["layout_shell"] == 0.3 and report["settings"]["fit_proportions"] is True
     assert len(report["layout_scale"]) == 3 and all(0.5 <= x <= 2.0 for x in report["layout_scale"])

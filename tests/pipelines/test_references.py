@@ -151,6 +151,31 @@ def test_the_flow_starts_from_the_nearest_reference_and_carries_its_mesh():
         LayoutGenerator(vae, flow, strength=0.0)
 
 
+def test_the_reference_is_chosen_among_the_nearest_icons_by_its_outline_too():
+    """Given the image's object mask, the reference is the candidate whose distance + weight x (1 -
+    its best view IoU) is least: a disc's icon (nearest: the box's) whose outline is a tall bar takes
+    the tall box; one candidate, or weight 0, keeps the nearest icon's shape."""
+    from partgen.pipelines.proportions import best_view_iou, framed_mask
+
+    vae, flow = tiny_models()
+    pictures = images()
+    bank = bank_of(vae, pictures)
+    bar = framed_mask(pictures[1].sum(0) < 2.5)
+    tall, wide = (best_view_iou(m.vertices, m.faces, bar) for m in (bank.meshes[1], bank.meshes[0]))
+    assert tall > 0.7 and wide < tall - 0.2
+    options = {"steps": 2, "voxel_resolution": 16, "resolution": 32, "coarse": 8, "strength": 0.1}
+
+    def chosen(**kw) -> str:
+        return LayoutGenerator(vae, flow, references=bank, **(options | kw))(pictures[0], seed=0, mask=bar).reference
+
+    assert LayoutGenerator(vae, flow, references=bank, **options)(pictures[0], seed=0).reference == "box"  # no mask
+    assert chosen(candidates=2, silhouette_weight=100.0) == "tall"
+    assert chosen(candidates=1, silhouette_weight=100.0) == "box"
+    assert chosen(candidates=2, silhouette_weight=0.0) == "box"
+    with pytest.raises(ValueError, match="candidates"):
+        LayoutGenerator(vae, flow, references=bank, candidates=0)
+
+
 def test_flowedit_moves_the_reference_only_where_the_image_differs_from_its_icon(tmp_path):
     """reference_edit="flowedit": given the reference's own icon, the velocities under the image and
     under the icon agree and the set comes back as the reference's, whatever the noise; another
