@@ -279,3 +279,44 @@ def test_latent_cache_stands_in_for_the_records(setup):
     cache.write_bytes(cache.read_bytes()[:100])
     with pytest.raises(ValueError, match="pairs.safetensors: not a readable latent cache"):
         LayoutFlowTask(setup, cache=str(cache), **settings)
+
+
+def write_views(root, count: int) -> None:
+    """count green-square views (icon/views/NNN.png) for every record: unlike any red disc icon."""
+    from PIL import Image
+
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 8:24] = [40, 200, 40, 255]
+    for rec in (root / "records").iterdir():
+        (rec / "icon" / "views").mkdir(parents=True, exist_ok=True)
+        for j in range(count):
+            Image.fromarray(rgba).save(rec / "icon" / "views" / f"{j:03d}.png")
+
+
+def test_training_items_show_other_views_beside_the_icons_and_the_cache_keeps_them(setup):
+    """views=n: each training item shows its icon or, with probability 1 - icon_share, one of its
+    shape's n views; val shows the icons only. Missing views are named with the script that makes
+    them; a cache keeps the views, so a run without records trains on them too."""
+    settings = {"posterior": "mean", "views": 2, "icon_share": 0.5}
+    with pytest.raises(RecordError, match="icon/views/000.png is missing.*render_icon_views.py"):
+        task_for(setup, **settings).train_dataset()
+    write_views(setup, 2)
+    train = task_for(setup, **settings).train_dataset()
+    assert train.views.shape == (len(train.images), 2, 3, 32, 32)
+    torch.manual_seed(0)
+    green = [float(train[i % len(train)]["image"][1].mean() > train[i % len(train)]["image"][0].mean())
+             for i in range(200)]  # fmt: skip
+    assert 0.35 < np.mean(green) < 0.65  # about half the items show a view
+    only_icons = task_for(setup, posterior="mean", views=2, icon_share=1.0).train_dataset()
+    assert all(only_icons[i]["image"][0].mean() > only_icons[i]["image"][1].mean() for i in range(len(only_icons)))
+    val = task_for(setup, **settings).pairs("val")
+    assert val.views is None and all(val[i]["image"][0].mean() > val[i]["image"][1].mean() for i in range(len(val)))
+    with pytest.raises(ValueError, match="icon_share"):
+        task_for(setup, views=2, icon_share=0.0)
+
+    cache = setup / "pairs.safetensors"
+    task_for(setup, cache=str(cache), **settings).train_dataset()
+    task_for(setup, cache=str(cache), **settings).pairs("val")  # the val keys too, for a run without records
+    again = LayoutFlowTask(setup / "gone", vae=str(setup / "vae"), image_size=32, num_points=256, val_fraction=0.25,
+                           cache=str(cache), **settings).train_dataset()  # fmt: skip
+    assert torch.equal(again.views, train.views)

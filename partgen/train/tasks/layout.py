@@ -65,7 +65,9 @@ class LatentImagePairs(torch.utils.data.Dataset):
     """(posterior mean, std) of latent sets with their images: row m of mean/std belongs to image
     image_index[m] (several rows per shape: its encodings from different surface subsets). Items
     carry a posterior sample: a fresh one each time in training, one fixed per row (noise_seed)
-    otherwise; `jitter` > 0 (training sets only) moves and scales each image at random (jitter_image)."""
+    otherwise; `jitter` > 0 (training sets only) moves and scales each image at random (jitter_image);
+    `views` (training sets only: (images, n, 3, S, S) uint8, each image's shape from n other views,
+    data_pipeline.icon_views) stand in for the image with probability 1 - icon_share, one at random."""
 
     def __init__(
         self,
@@ -77,8 +79,15 @@ class LatentImagePairs(torch.utils.data.Dataset):
         noise_seed: int = 0,
         image_index: torch.Tensor | None = None,
         jitter: float = 0.0,
+        views: torch.Tensor | None = None,
+        icon_share: float = 1.0,
     ):
         self.keys, self.mean, self.std, self.images, self.sample = keys, mean, std, images, sample
+        if views is not None and (views.dim() != 5 or len(views) != len(images) or views.shape[2:] != images.shape[1:]):
+            raise ValueError(
+                f"views must be ({len(images)}, n, {', '.join(map(str, images.shape[1:]))}), got {tuple(views.shape)}"
+            )
+        self.views, self.icon_share = views, float(icon_share)
         self.image_index = torch.arange(len(mean)) if image_index is None else image_index.long()
         if len(self.image_index) != len(mean) or len(keys) != len(mean):
             raise ValueError(f"{len(mean)} latent rows, {len(self.image_index)} image indices, {len(keys)} keys")
@@ -103,7 +112,11 @@ class LatentImagePairs(torch.utils.data.Dataset):
             if self.sample
             else self.fixed[index]
         )
-        image = self.images[self.image_index[index]].float() / 255.0
+        owner = self.image_index[index]
+        if self.views is not None and float(torch.rand(())) >= self.icon_share:
+            image = self.views[owner, int(torch.randint(self.views.shape[1], ()))].float() / 255.0
+        else:
+            image = self.images[owner].float() / 255.0
         if self.jitter > 0:
             image = jitter_image(image, self.jitter)
         return {"latents": z, "image": image, "key": self.keys[index]}
@@ -126,7 +139,8 @@ class LatentCache:
 
     Tensors: "<key>/mean" (E, L, C) float16 posterior means (E encodings of the record),
     "<key>/std" the same for stds (posterior="sample" only: the means' otherwise are zero) and
-    "<key>/icon" the icon file's bytes (uint8). Metadata: "settings" (JSON: what the latents depend
+    "<key>/icon" the icon file's bytes (uint8), "<key>/view/<j>" the files of its other views (uint8,
+    LayoutFlowTask(views=n): data_pipeline.icon_views). Metadata: "settings" (JSON: what the latents depend
     on besides the record, LayoutFlowTask._cache_settings; a file made with other values is refused,
     naming them) and "splits" (JSON: each split's keys in order, so a run without the records
     reads the same split). Writes are atomic (a temporary file, then a rename)."""
@@ -180,6 +194,18 @@ class LatentCache:
         self.tensors[f"{key}/icon"] = torch.frombuffer(bytearray(icon), dtype=torch.uint8).clone()
         self.dirty = True
 
+    def get_views(self, key: str, count: int) -> list[bytes] | None:
+        """The first `count` view files of `key`, or None when the file holds fewer."""
+        names = [f"{key}/view/{j}" for j in range(count)]
+        if any(n not in self.tensors for n in names):
+            return None
+        return [self.tensors[n].numpy().tobytes() for n in names]
+
+    def put_views(self, key: str, views: list[bytes]) -> None:
+        for j, data in enumerate(views):
+            self.tensors[f"{key}/view/{j}"] = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+        self.dirty = True
+
     def save(self) -> None:
         if not self.dirty:
             return
@@ -220,6 +246,10 @@ class LayoutFlowTask(FlowMatchingTask):
                     in several valid sets); an epoch sees each shape that many times. 1: one set
     image_jitter:   in training, scale each icon by a factor in [1 - j, 1 + j] and shift it by up
                     to j x half its side, at random (jitter_image); 0: the icon as it is
+    views:          training shapes are also seen in this many other views, their mesh in the icon's
+                    colours (icon/views/NNN.png: scripts/render_icon_views.py), one at random in place
+                    of the icon for a 1 - icon_share share of the items; 0: the icons only. Val
+                    scores the icons only (what a user hands in)
     val_fraction, seed: the split (the seeded hash of asset keys every partgen task uses)
     drop_image:     share of training shapes that see the null image (classifier-free guidance)
     t_mean, t_std:  of the logit-normal timestep distribution
@@ -259,6 +289,8 @@ class LayoutFlowTask(FlowMatchingTask):
         encodings: int = 1,
         image_jitter: float = 0.0,
         cache: str | None = None,
+        views: int = 0,
+        icon_share: float = 0.5,
     ):
         if not 0.0 <= drop_image < 1.0:
             raise ValueError(f"drop_image must lie in [0, 1), got {drop_image}")
@@ -275,6 +307,9 @@ class LayoutFlowTask(FlowMatchingTask):
         if int(encodings) < 1 or not 0.0 <= image_jitter < 1.0:
             raise ValueError(f"need encodings >= 1 and image_jitter in [0, 1), got {encodings}, {image_jitter}")
         self.encodings, self.image_jitter = int(encodings), float(image_jitter)
+        if int(views) < 0 or not 0.0 < icon_share <= 1.0:
+            raise ValueError(f"need views >= 0 and icon_share in (0, 1], got {views}, {icon_share}")
+        self.views, self.icon_share = int(views), float(icon_share)
         self.cache = LatentCache(cache, self._cache_settings()) if cache else None
         self._vae: VecSetVAE | None = None
         self._pairs: dict[str, LatentImagePairs] = {}
@@ -336,7 +371,8 @@ class LayoutFlowTask(FlowMatchingTask):
         cap = self.eval_max_shapes if split == "val" else self.limit
         count = len(split_keys) if cap is None else min(cap, len(split_keys))
         encodings = self.encodings if split == "train" else 1
-        keys, means, stds, images, owner = [], [], [], [], []
+        n_views = self.views if split == "train" else 0
+        keys, means, stds, images, owner, views = [], [], [], [], [], []
         for i, key in enumerate(split_keys[:count]):
             hit = self.cache.get(key, encodings) if self.cache is not None else None
             if hit is None:
@@ -358,6 +394,8 @@ class LayoutFlowTask(FlowMatchingTask):
                 image = image_from_bytes(icon_bytes, self.image_size, f"record {key}: icon/icon.png")
             except ImageError as err:
                 raise RecordError(f"{err} (annotate with icon_camera=typical)") from None
+            if n_views:
+                views.append(self._views(key, ds, i, n_views))
             for k in range(encodings):
                 keys.append(key)
                 owner.append(len(images))
@@ -383,8 +421,37 @@ class LayoutFlowTask(FlowMatchingTask):
             noise_seed=self.seed,
             image_index=torch.tensor(owner, dtype=torch.long),
             jitter=self.image_jitter if split == "train" else 0.0,
+            views=torch.stack(views) if views else None,
+            icon_share=self.icon_share,
         )
         return self._pairs[split]
+
+    def _views(self, key: str, ds: ShapeRecords | None, i: int, count: int) -> torch.Tensor:
+        """(count, 3, S, S) uint8: record i's other views (icon/views/NNN.png), from the cache or the records."""
+        files = self.cache.get_views(key, count) if self.cache is not None else None
+        if files is None:
+            if ds is None:
+                raise RecordError(
+                    f"record {key}: its views are not in the latent cache {self.cache.path} and no records"
+                )
+            folder = Path(ds.records[i].path) / "icon" / "views"
+            paths = [folder / f"{j:03d}.png" for j in range(count)]
+            missing = [p for p in paths if not p.is_file()]
+            if missing:
+                raise RecordError(
+                    f"record {key}: {missing[0]} is missing ({count} views wanted): render them with "
+                    f"scripts/render_icon_views.py --records <the records folder> --views {count}"
+                )
+            files = [p.read_bytes() for p in paths]
+            if self.cache is not None:
+                self.cache.put_views(key, files)
+        out = []
+        for j, data in enumerate(files):
+            try:
+                out.append((image_from_bytes(data, self.image_size, f"record {key}: view {j}") * 255).round())
+            except ImageError as err:
+                raise RecordError(f"{err} (render it again with scripts/render_icon_views.py)") from None
+        return torch.stack(out).to(torch.uint8)
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         return self.pairs("train")
