@@ -46,10 +46,10 @@ AMBIENT = 0.6
 
 
 def read_record_mesh(record: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A record's mesh.npz: vertices (V, 3) float64 framed as partgen.eval.geometry.normalise_box
-    frames them (its faces' box centred, longest side 1: record_icon_camera's frame), faces (F, 3)
+    """A record's mesh.npz: vertices (V, 3) float64 with its faces' box centred and longest side 1
+    (record_icon_camera's frame, as partgen.eval.geometry.normalise_box frames shapes), faces (F, 3)
     int64, face_part (F,) int64."""
-    from partgen.eval.geometry import normalise_box
+    from partgen.data_pipeline.mesh_io import normalise
 
     path = Path(record) / "mesh.npz"
     with np.load(path) as z:
@@ -57,7 +57,7 @@ def read_record_mesh(record: str | Path) -> tuple[np.ndarray, np.ndarray, np.nda
         face_part = z["face_part"].astype(np.int64) if "face_part" in z else np.zeros(len(faces), np.int64)
     if not len(faces):
         raise ValueError(f"{path}: the mesh has no faces")
-    return normalise_box(vertices, faces), faces, face_part
+    return normalise(vertices, faces).apply(vertices), faces, face_part
 
 
 def icon_face_colours(
