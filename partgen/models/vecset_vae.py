@@ -447,6 +447,25 @@ def extract_mesh(grid: GridValues) -> tuple:
     return vertices, faces.astype(np.int64)
 
 
+def encode_record_samples(
+    vae: VecSetVAE, data: dict, num_points: int, seed: int, index: int, subset: int = 0
+) -> Posterior:
+    """The posterior of a record's surface samples (data: a ShapeRecords.load dict with points, normals,
+    sharp) from a seeded subset of num_points of them: subset 0 is the one the layout flow trains on
+    first and the reference bank keeps (partgen.pipelines.references), so a bank's latents are the
+    flow's own first set of that shape; subset k > 0 draws other points (other anchors)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, index] if subset == 0 else [seed, index, subset])
+    keep = rng.choice(len(data["points"]), min(num_points, len(data["points"])), replace=False)
+    return vae.encode(
+        torch.from_numpy(data["points"][keep]).float(),
+        cu_seqlens_from_lengths([len(keep)]),
+        torch.from_numpy(data["normals"][keep]).float(),
+        torch.from_numpy(data["sharp"][keep].astype(bool)),
+    )
+
+
 __all__ = [
     "CrossBlock",
     "FourierEmbed",
@@ -454,6 +473,7 @@ __all__ = [
     "Posterior",
     "VecSetVAE",
     "anchor_voxels",
+    "encode_record_samples",
     "extract_mesh",
     "occupancy_to_voxels",
 ]

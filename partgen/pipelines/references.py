@@ -206,7 +206,7 @@ def build_reference_bank(
     from partgen.eval.retrieval import icon_descriptor, read_icon
     from partgen.models.efficientnet import efficientnet_lite0
     from partgen.models.image_encoder import image_tensor
-    from partgen.structures import cu_seqlens_from_lengths
+    from partgen.models.vecset_vae import encode_record_samples
 
     net = efficientnet_lite0()
     ds = ShapeRecords(records, split="train", seed=seed)
@@ -220,16 +220,7 @@ def build_reference_bank(
         ref = ds.records[i]
         icon_path = Path(ref.path) / "icon" / "icon.png"
         icon = read_icon(icon_path)
-        data = ds.load(i)
-        keep = np.random.default_rng([seed, i]).choice(
-            len(data["points"]), min(num_points, len(data["points"])), replace=False
-        )
-        post = vae.encode(
-            torch.from_numpy(data["points"][keep]).float(),
-            cu_seqlens_from_lengths([len(keep)]),
-            torch.from_numpy(data["normals"][keep]).float(),
-            torch.from_numpy(data["sharp"][keep].astype(bool)),
-        )
+        post = encode_record_samples(vae, ds.load(i), num_points, seed, i)  # the flow's first subset
         with np.load(Path(ref.path) / "mesh.npz") as z:
             mesh = decimate_parts(
                 z["vertices"].astype(np.float64),

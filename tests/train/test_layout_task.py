@@ -320,3 +320,26 @@ def test_training_items_show_other_views_beside_the_icons_and_the_cache_keeps_th
     again = LayoutFlowTask(setup / "gone", vae=str(setup / "vae"), image_size=32, num_points=256, val_fraction=0.25,
                            cache=str(cache), **settings).train_dataset()  # fmt: skip
     assert torch.equal(again.views, train.views)
+
+
+def test_the_reference_bank_keeps_the_flows_first_latent_set_of_each_shape(setup):
+    """build_reference_bank and LayoutFlowTask encode a shape from the same first surface subset
+    (vecset_vae.encode_record_samples), so FlowEdit starts from a set the flow was trained on."""
+    import trimesh
+
+    from partgen.models.io import load_trained
+    from partgen.models.vecset_vae import VecSetVAE
+    from partgen.pipelines.references import build_reference_bank
+
+    for rec in (setup / "records").iterdir():
+        ball = trimesh.creation.icosphere(1, radius=0.3)
+        np.savez(rec / "mesh.npz", vertices=ball.vertices.astype(np.float32), faces=ball.faces.astype(np.int32),
+                 face_part=np.zeros(len(ball.faces), np.int16))  # fmt: skip
+
+    bank = build_reference_bank(setup, load_trained(setup / "vae", VecSetVAE), num_points=256, progress=False)
+    task = LayoutFlowTask(setup, vae=str(setup / "vae"), image_size=32, num_points=256, val_fraction=0.1,
+                          posterior="mean", encodings=2)  # fmt: skip
+    train = task.train_dataset()
+    assert bank.keys == train.keys[0::2] and len(bank.keys) > 0
+    torch.testing.assert_close(bank.latents, train.mean[0::2], atol=1e-5, rtol=0)
+    assert not torch.allclose(bank.latents, train.mean[1::2], atol=1e-3)  # the second subset differs

@@ -41,7 +41,6 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -50,7 +49,7 @@ from partgen.diffusion.flow import interpolate, sample_sets
 from partgen.models.image_encoder import ImageError, image_from_bytes
 from partgen.models.io import load_trained
 from partgen.models.layout_flow import set_moments
-from partgen.models.vecset_vae import VecSetVAE
+from partgen.models.vecset_vae import VecSetVAE, encode_record_samples
 from partgen.structures import cu_seqlens_from_lengths
 from partgen.train.distributed import unwrap
 from partgen.train.tasks.flow import FlowMatchingTask
@@ -350,15 +349,8 @@ class LayoutFlowTask(FlowMatchingTask):
         vae = self.vae()
         data = ds.load(i)
         means, stds = [], []
-        for k in range(count):  # the first subset is the one a single encoding has always used
-            rng = np.random.default_rng([self.seed, i] if k == 0 else [self.seed, i, k])
-            keep = rng.choice(len(data["points"]), min(self.num_points, len(data["points"])), replace=False)
-            post = vae.encode(
-                torch.from_numpy(data["points"][keep]).float(),
-                cu_seqlens_from_lengths([len(keep)]),
-                torch.from_numpy(data["normals"][keep]).float(),
-                torch.from_numpy(data["sharp"][keep].astype(bool)),
-            )
+        for k in range(count):  # the first subset is the one a single encoding (and the bank) uses
+            post = encode_record_samples(vae, data, self.num_points, self.seed, i, k)
             means.append(post.mean)
             stds.append(torch.exp(0.5 * post.logvar) if self.posterior == "sample" else torch.zeros_like(post.mean))
         return torch.stack(means), torch.stack(stds)
