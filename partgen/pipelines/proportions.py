@@ -99,9 +99,11 @@ def image_mask(path, size: int = MASK_SIZE) -> np.ndarray:
     return framed_mask(ink_mask(read_icon(path)), size)
 
 
-def layout_silhouette(vertices: np.ndarray, faces: np.ndarray, size: int = MASK_SIZE) -> np.ndarray:
-    """(size, size) bool: the mesh from the typical icon camera, framed to its vertices."""
-    camera = frame_to_points(preview_camera(TYPICAL_VIEW, (size, size)), vertices)
+def layout_silhouette(
+    vertices: np.ndarray, faces: np.ndarray, size: int = MASK_SIZE, view: IconView = TYPICAL_VIEW
+) -> np.ndarray:
+    """(size, size) bool: the mesh from the icon camera at `view` (the typical one), framed to its vertices."""
+    camera = frame_to_points(preview_camera(view, (size, size)), vertices)
     return render_silhouette(vertices, faces, camera)
 
 
@@ -110,12 +112,7 @@ def best_view_iou(vertices: np.ndarray, faces: np.ndarray, mask: np.ndarray, vie
     each of the views (IconView), with the framed object mask (framed_mask's output): how well the
     shape's outline can explain the image's from some view (the view itself is not trusted)."""
     vertices = np.asarray(vertices, np.float64)
-    size = mask.shape[0]
-    best = 0.0
-    for view in views:
-        camera = frame_to_points(preview_camera(view, (size, size)), vertices)
-        best = max(best, silhouette_iou(render_silhouette(vertices, faces, camera), mask))
-    return best
+    return max(silhouette_iou(layout_silhouette(vertices, faces, mask.shape[0], view), mask) for view in views)
 
 
 def fit_proportions(

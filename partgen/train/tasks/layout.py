@@ -382,10 +382,7 @@ class LayoutFlowTask(FlowMatchingTask):
                     mean, std, icon_bytes = self.cache.get(key, encodings)  # float16-rounded: as a later run reads them
             else:
                 mean, std, icon_bytes = hit
-            try:
-                image = image_from_bytes(icon_bytes, self.image_size, f"record {key}: icon/icon.png")
-            except ImageError as err:
-                raise RecordError(f"{err} (annotate with icon_camera=typical)") from None
+            image = self._picture(icon_bytes, f"record {key}: icon/icon.png", "annotate with icon_camera=typical")
             if n_views:
                 views.append(self._views(key, ds, i, n_views))
             for k in range(encodings):
@@ -393,7 +390,7 @@ class LayoutFlowTask(FlowMatchingTask):
                 owner.append(len(images))
                 means.append(mean[k])
                 stds.append(std[k])
-            images.append((image * 255).round().to(torch.uint8))
+            images.append(image)
         if self.cache is not None:
             self.cache.save()
         if split == "train" and not keys:
@@ -437,13 +434,15 @@ class LayoutFlowTask(FlowMatchingTask):
             files = [p.read_bytes() for p in paths]
             if self.cache is not None:
                 self.cache.put_views(key, files)
-        out = []
-        for j, data in enumerate(files):
-            try:
-                out.append((image_from_bytes(data, self.image_size, f"record {key}: view {j}") * 255).round())
-            except ImageError as err:
-                raise RecordError(f"{err} (render it again with scripts/render_icon_views.py)") from None
-        return torch.stack(out).to(torch.uint8)
+        remedy = "render it again with scripts/render_icon_views.py"
+        return torch.stack([self._picture(data, f"record {key}: view {j}", remedy) for j, data in enumerate(files)])
+
+    def _picture(self, data: bytes, source: str, remedy: str) -> torch.Tensor:
+        """(3, S, S) uint8 of an image file's bytes; RecordError naming the source and the remedy."""
+        try:
+            return (image_from_bytes(data, self.image_size, source) * 255).round().to(torch.uint8)
+        except ImageError as err:
+            raise RecordError(f"{err} ({remedy})") from None
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         return self.pairs("train")
