@@ -139,20 +139,22 @@ class SLatVAE(nn.Module):
 
 
 def blocks_to_mesh(
-    coords: np.ndarray, values: np.ndarray, resolution: int, level: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
+    coords: np.ndarray, values: np.ndarray, resolution: int, level: float = 0.0, face_blocks: bool = False
+):
     """Marching cubes over sparse blocks: (N, 3) voxel coords at `resolution` and (N, s+1, s+1, s+1)
     corner values (negative inside) -> ((V, 3) float64 vertices in the normalised cube, (F, 3) int64
     faces, outward). The surface is the `level` set in voxel units (level > 0 moves it out; only the
     active blocks are cut, so keep |level| well under a voxel or the moved surface leaves them).
-    Corners shared by neighbouring voxels take their mean value first."""
+    Corners shared by neighbouring voxels take their mean value first. face_blocks: also return (F,)
+    int64, the voxel (index into coords) whose block each face was cut from."""
     import mcubes
 
     coords = np.asarray(coords, np.int64).reshape(-1, 3)
     values = np.asarray(values, np.float64)
     n = len(coords)
+    empty = (np.zeros((0, 3)), np.zeros((0, 3), np.int64)) + ((np.zeros(0, np.int64),) if face_blocks else ())
     if n == 0:
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+        return empty
     s = values.shape[1] - 1
     if values.shape != (n, s + 1, s + 1, s + 1) or s < 1:
         raise ValueError(f"values must be (N, s+1, s+1, s+1) for {n} voxels, got {values.shape}")
@@ -163,7 +165,7 @@ def blocks_to_mesh(
     unique, inverse = np.unique(keys.ravel(), return_inverse=True)
     mean = np.bincount(inverse, weights=values.ravel()) / np.bincount(inverse)
     shared = mean[inverse].reshape(values.shape)
-    verts, tris, count = [], [], 0
+    verts, tris, owner, count = [], [], [], 0
     for i in range(n):
         block = level - shared[i]  # positive inside, as PyMCubes' winding expects for outward faces
         if (block > 0).all() or (block <= 0).all():
@@ -173,16 +175,18 @@ def blocks_to_mesh(
             continue
         verts.append(coords[i] * s + v)
         tris.append(f.astype(np.int64) + count)
+        owner.append(np.full(len(f), i, np.int64))
         count += len(v)
     if not verts:
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+        return empty
     vertices = np.concatenate(verts)
     faces = np.concatenate(tris)
     # weld the copies of a vertex on a face two blocks share (identical values give identical points)
     rounded, index = np.unique(np.round(vertices, 6), axis=0, return_inverse=True)
     faces = index.reshape(-1)[faces]
     keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    return -0.5 + rounded / (resolution * s), faces[keep]
+    vertices, faces = -0.5 + rounded / (resolution * s), faces[keep]
+    return (vertices, faces, np.concatenate(owner)[keep]) if face_blocks else (vertices, faces)
 
 
 __all__ = ["SLatVAE", "blocks_to_mesh", "window_groups"]

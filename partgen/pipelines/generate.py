@@ -280,26 +280,70 @@ def simplify(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[n
 
 
 def clean_mesh(
-    vertices: np.ndarray, faces: np.ndarray, min_component_faces: int = 50, smooth_iterations: int = 5
-) -> tuple[np.ndarray, np.ndarray]:
-    """A decoded part's mesh cleaned as generators post-process theirs (cf. TRELLIS): connected pieces
-    of fewer than min_component_faces triangles dropped (the largest always kept: specks where a
-    voxel's sampled latent put a sliver of surface), then Taubin smoothing (lambda 0.5, mu -0.53,
-    smooth_iterations passes; volume-preserving, unlike plain Laplacian) against the bumps each
-    voxel's block leaves. On 7 held-out records decoded from noisy latents: normal consistency
-    0.835 raw, 0.891 cleaned (F@0.02 0.88 -> 0.95 with the specks gone, F@0.01 0.75 -> 0.78). Vertices stay
-    in the normalised cube."""
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    min_component_faces: int = 50,
+    smooth_iterations: int = 5,
+    face_part: np.ndarray | None = None,
+):
+    """A decoded mesh cleaned as generators post-process theirs (cf. TRELLIS): connected pieces (faces
+    joined by shared edges) of fewer than min_component_faces triangles dropped (the largest always
+    kept: specks where a voxel's sampled latent put a sliver of surface), then Taubin smoothing (lambda
+    0.5, mu -0.53, smooth_iterations passes; volume-preserving, unlike plain Laplacian) against the
+    bumps each voxel's block leaves. On 7 held-out records decoded from noisy latents: normal
+    consistency 0.835 raw, 0.891 cleaned (F@0.02 0.88 -> 0.95 with the specks gone, F@0.01 0.75 ->
+    0.78). Vertices stay in the normalised cube; the kept faces keep their order. face_part: (F,) a
+    label per face, returned for the kept faces as a third value."""
     import trimesh
 
-    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    faces = np.asarray(faces, np.int64)
+    keep = np.ones(len(faces), bool)
     if min_component_faces > 0 and len(faces):
-        pieces = mesh.split(only_watertight=False)
-        if len(pieces) > 1:
-            largest = max(len(p.faces) for p in pieces)
-            mesh = trimesh.util.concatenate([p for p in pieces if len(p.faces) >= min(min_component_faces, largest)])
+        mesh = trimesh.Trimesh(vertices, faces, process=False)
+        piece = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(faces))
+        sizes = np.bincount(piece)
+        keep = sizes[piece] >= min(min_component_faces, sizes.max())
+    mesh = trimesh.Trimesh(vertices, faces[keep], process=False)
+    mesh.remove_unreferenced_vertices()  # renumbers the vertices, keeps the faces' order
     if smooth_iterations > 0 and len(mesh.faces):
         trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=-0.53, iterations=smooth_iterations)
-    return np.clip(np.asarray(mesh.vertices, np.float64), -0.5, 0.5), np.asarray(mesh.faces, np.int64)
+    out = np.clip(np.asarray(mesh.vertices, np.float64), -0.5, 0.5), np.asarray(mesh.faces, np.int64)
+    return out if face_part is None else (*out, np.asarray(face_part)[keep])
+
+
+def mesh_parts(
+    coords: np.ndarray,
+    blocks: np.ndarray,
+    part: np.ndarray,
+    names: list[str],
+    resolution: int,
+    level: float = 0.0,
+    min_component_faces: int = 50,
+    smooth_iterations: int = 5,
+) -> list[GeneratedPart]:
+    """The parts' meshes from decoded blocks: marching cubes over all the blocks (coords (V, 3),
+    blocks (V, s+1, s+1, s+1); slat_vae.blocks_to_mesh) makes one surface, on which corners shared
+    across parts take one value, so parts meet without a crack; clean_mesh cleans and smooths it
+    whole; each face goes to the part of the voxel it was cut in (part (V,) into the K names) -> the
+    parts that kept a face. Meshing each part's blocks on its own, as before, left a crack along every
+    part boundary and dropped as specks the small islands where one part's voxels lie on another's:
+    holes in the surface."""
+    v, f, owner = blocks_to_mesh(coords, blocks, resolution, level, face_blocks=True)
+    if not len(f):
+        return []
+    v, f, face_part = clean_mesh(v, f, min_component_faces, smooth_iterations, np.asarray(part)[owner])
+    parts = []
+    for p, name in enumerate(names):
+        mine = face_part == p
+        if mine.any():
+            parts.append(GeneratedPart(name, *submesh(v, f[mine]), int((part == p).sum())))
+    return parts
+
+
+def submesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices the faces use and the faces renumbered onto them."""
+    used, inverse = np.unique(faces, return_inverse=True)
+    return vertices[used], inverse.reshape(faces.shape).astype(np.int64)
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -393,7 +437,7 @@ class PartGenerator:
     precision:  "fp32", or "bf16": stage-2 sampling under torch.autocast (its linear layers in bf16;
                 attention accumulates in fp32). It pays off for wide models (GPU, or width >= 256 on
                 AVX-512-BF16 CPUs); the bundled width-96 model samples the demo table in 12.0 s either way
-    min_component_faces, smooth_iterations: the decoded parts' clean-up (clean_mesh; 0 turns either off)
+    min_component_faces, smooth_iterations: the decoded surface's clean-up (clean_mesh; 0 turns either off)
     detail_strength: where stage 2's sampling starts (SDEdit, as stage 1 could with reference_edit=sdedit): below 1
                 the layout surface's signed distances at the voxels are encoded by the SLat VAE and
                 the flow enters its path at t = detail_strength from them (ceil(steps x strength)
@@ -752,21 +796,16 @@ class PartGenerator:
     @torch.no_grad()
     def decode(self, voxels: SparseVoxels, part: np.ndarray, names: list[str]) -> list[GeneratedPart]:
         """The SLat VAE decodes each voxel's sub-grid signed distances from voxels.feats (V, C) (blocks
-        (V, s+1, s+1, s+1), every (s / mesh_subdiv)-th corner kept); marching cubes over each part's
-        blocks (part (V,) into the K names) -> the parts whose surface is not empty."""
+        (V, s+1, s+1, s+1), every (s / mesh_subdiv)-th corner kept) -> mesh_parts of them (part (V,)
+        into the K names)."""
         coords = voxels.coords[:, 1:].cpu().numpy().astype(np.int64)
         s = self.slat_vae.subdiv
         blocks = self.slat_vae.decode(voxels).reshape(len(coords), s + 1, s + 1, s + 1).cpu().numpy()
         step = s // self.mesh_subdiv
         blocks = blocks[:, ::step, ::step, ::step]  # every step-th corner: (mesh_subdiv + 1)^3 per voxel
-        parts = []
-        for p, name in enumerate(names):
-            mask = part == p
-            v, f = blocks_to_mesh(coords[mask], blocks[mask], self.layout.voxel_resolution, self.level)
-            if len(f):
-                v, f = clean_mesh(v, f, self.min_component_faces, self.smooth_iterations)
-                parts.append(GeneratedPart(name, v, f, int(mask.sum())))
-        return parts
+        resolution = self.layout.voxel_resolution
+        clean = (self.min_component_faces, self.smooth_iterations)
+        return mesh_parts(coords, blocks, part, names, resolution, self.level, *clean)
 
     def _tokens(self, part: np.ndarray, group: np.ndarray, names: list[str], latents_count: int) -> dict:
         """Token counts for the report: voxels, parts, attention groups and the pairs each attends."""
@@ -872,10 +911,12 @@ __all__ = [
     "check_foreground",
     "clean_mesh",
     "make_report",
+    "mesh_parts",
     "part_pieces",
     "resolve_models",
     "sample_part_latents",
     "smooth_part_labels",
+    "submesh",
     "voxel_parts",
     "whole_mesh",
     "write_outputs",

@@ -23,14 +23,17 @@ from partgen.pipelines.generate import (
     STAGES,
     PartGenerator,
     absorb_stray_pieces,
+    clean_mesh,
     icon_projection,
     merge_small_parts,
+    mesh_parts,
     part_pieces,
     resolve_models,
     simplify,
     smooth_part_labels,
     unique_names,
     voxel_parts,
+    whole_mesh,
 )
 from partgen.pipelines.layout import LayoutGenerator
 
@@ -333,7 +336,6 @@ def test_parts_are_merged_split_and_named():
 
 def test_clean_mesh_drops_specks_and_smooths_bumps():
     from partgen.eval.geometry import surface_metrics
-    from partgen.pipelines.generate import clean_mesh
 
     sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.4)
     rng = np.random.default_rng(0)
@@ -350,6 +352,42 @@ def test_clean_mesh_drops_specks_and_smooths_bumps():
     # a part made of pieces that are all small keeps its largest; 0 turns each step off
     assert len(clean_mesh(speck.vertices, speck.faces, 50, 0)[1]) == 20
     assert np.array_equal(clean_mesh(vertices, faces, 0, 0)[1], faces)
+
+
+def test_parts_are_cut_from_one_surface_without_cracks_or_holes():
+    """A sphere's blocks in two halves, with single voxels of the right half's part lying on the left
+    half (the specks a carried reference's labels leave): the parts are cut from one surface, so
+    together they close up into the sphere; meshing each part alone drops the specks as small pieces
+    and leaves holes."""
+    from partgen.models.slat_vae import blocks_to_mesh
+
+    res, s, r = 24, 4, 0.3
+    idx = np.stack(np.meshgrid(*(np.arange(res),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    lo, hi = idx / res - 0.5, (idx + 1) / res - 0.5
+    crossed = (np.linalg.norm(np.clip(0.0, lo, hi), axis=1) < r) & (
+        np.linalg.norm(np.maximum(np.abs(lo), np.abs(hi)), axis=1) > r
+    )
+    coords = idx[crossed]
+    offsets = np.stack(np.meshgrid(*(np.arange(s + 1),) * 3, indexing="ij"), -1)
+    points = -0.5 + (coords[:, None, None, None] * s + offsets) / (res * s)
+    blocks = np.clip((np.linalg.norm(points, axis=-1) - r) * res, -2.0, 2.0)
+    part = (coords[:, 0] >= res // 2).astype(np.int64)
+    far_left = np.nonzero(coords[:, 0] < res // 2 - 4)[0]
+    specks = far_left[:: len(far_left) // 6][:6]
+    part[specks] = 1
+
+    parts = mesh_parts(coords, blocks, part, ["left", "right"], res, 0.0, 50, 5)
+    assert [p.name for p in parts] == ["left", "right"]
+    assert [p.voxels for p in parts] == [int((part == 0).sum()), int((part == 1).sum())]
+    whole = trimesh.Trimesh(*whole_mesh(parts)[:2], process=False)
+    whole.merge_vertices()
+    assert whole.is_watertight and whole.volume == pytest.approx(4 / 3 * np.pi * r**3, rel=0.02)
+    assert (parts[1].vertices[:, 0] < -0.15).any()  # the specks are the right part's, where they lie
+    alone = [clean_mesh(*blocks_to_mesh(coords[part == p], blocks[part == p], res), 50, 5) for p in (0, 1)]
+    cracked = trimesh.util.concatenate([trimesh.Trimesh(v, f, process=False) for v, f in alone])
+    cracked.merge_vertices()
+    assert not cracked.is_watertight
+    assert mesh_parts(coords[:0], blocks[:0], part[:0], ["left"], res) == []
 
 
 def test_stray_pieces_join_the_part_they_touch():
