@@ -11,12 +11,9 @@ A ReferenceBank holds, for every shape of the training split (never a held-out o
                  proportion), with each face's authored part and the parts' names
     icons        the icon file's bytes (PNG): the source condition when stage 1 edits the reference
                  towards the new image (reference_edit="flowedit"); banks built before them have none
-    projection   (E, D) or None: a linear map of the embeddings fitted so that near in it means near
-                 in shape (partgen.pipelines.shape_metric; scripts/build_references.py fits it)
 and finds, for a new image, the shape whose icon is nearest by both measures (each distance divided
 by its median over the bank, then summed: the features know the category, the pixels the
-silhouette; on the held-out icons the pair retrieves better than either alone). With a projection
-the features' cosine distance is taken between the projected embeddings.
+silhouette; on the held-out icons the pair retrieves better than either alone).
 
 LayoutGenerator (partgen.pipelines.layout) starts the layout flow from the latents of the shape chosen
 among the nearest (LayoutGenerator.choose_reference: the image's outline decides among them)
@@ -57,8 +54,7 @@ class ReferenceMesh:
 
 @dataclasses.dataclass
 class ReferenceBank:
-    """See the module docstring. scales: the median embedding (projected, with a projection) and
-    descriptor distances over the bank."""
+    """See the module docstring. scales: the median embedding and descriptor distances over the bank."""
 
     keys: list[str]
     latents: torch.Tensor
@@ -67,20 +63,12 @@ class ReferenceBank:
     meshes: list[ReferenceMesh]
     scales: tuple[float, float]
     icons: list[bytes] | None = None
-    projection: torch.Tensor | None = None
 
     def __post_init__(self):
         n = len(self.keys)
         fields = (self.latents, self.embeddings, self.descriptors, self.meshes, self.icons or self.keys)
         if not n or any(len(x) != n for x in fields):
             raise ValueError(f"a reference bank needs one row per key in every field, got {n} keys")
-        if self.projection is not None and (
-            self.projection.ndim != 2 or self.projection.shape[0] != self.embeddings.shape[1]
-        ):
-            raise ValueError(
-                f"the projection must be (E, D) with E = {self.embeddings.shape[1]}, got {tuple(self.projection.shape)}"
-            )
-        self._keys_projected = None
 
     def icon(self, index: int, size: int) -> torch.Tensor:
         """(3, size, size) float32: reference `index`'s icon as the flow reads images (load_image)."""
@@ -95,22 +83,9 @@ class ReferenceBank:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def with_projection(self, projection: torch.Tensor | None) -> ReferenceBank:
-        """The same bank retrieving through the projection (E, D) (None: the plain embeddings), its
-        embedding scale the median cosine distance under it."""
-        from partgen.pipelines.shape_metric import project
-
-        bank = dataclasses.replace(self, projection=projection)  # checks the projection's shape
-        projected = project(self.embeddings, projection)
-        return dataclasses.replace(bank, scales=(float(torch.median(1.0 - projected @ projected.T)), self.scales[1]))
-
     def distances(self, embedding: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
         """(N,) combined distance of an image, from its unit embedding (E,) and descriptor (Q,)."""
-        from partgen.pipelines.shape_metric import project
-
-        if self._keys_projected is None:
-            self._keys_projected = project(self.embeddings, self.projection)
-        cosine = 1.0 - self._keys_projected @ project(embedding, self.projection)
+        cosine = 1.0 - self.embeddings.float() @ embedding.float()
         pixels = (self.descriptors.float() - descriptor.float()[None]).norm(dim=1)
         return cosine / self.scales[0] + pixels / self.scales[1]
 
@@ -130,8 +105,6 @@ class ReferenceBank:
             "vertex_counts": counts("vertices"),
             "face_counts": counts("faces"),
         }
-        if self.projection is not None:
-            tensors["projection"] = self.projection.float().contiguous()
         if self.icons is not None:
             tensors["icons"] = torch.frombuffer(bytearray(b"".join(self.icons)), dtype=torch.uint8).clone()
             tensors["icon_sizes"] = torch.tensor([len(icon) for icon in self.icons])
@@ -169,8 +142,7 @@ class ReferenceBank:
             data = t["icons"].numpy().tobytes()
             ends = np.cumsum(t["icon_sizes"].numpy()).tolist()
             icons = [data[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-        embeddings, descriptors = t["embeddings"].float(), t["descriptors"].float()
-        return cls(keys, t["latents"], embeddings, descriptors, meshes, tuple(scales), icons, t.get("projection"))
+        return cls(keys, t["latents"], t["embeddings"].float(), t["descriptors"].float(), meshes, tuple(scales), icons)
 
 
 def deform_by_anchors(
