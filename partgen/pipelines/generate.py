@@ -320,6 +320,7 @@ def mesh_parts(
     level: float = 0.0,
     min_component_faces: int = 50,
     smooth_iterations: int = 5,
+    island_share: float = 0.005,
 ) -> list[GeneratedPart]:
     """The parts' meshes from decoded blocks: marching cubes over all the blocks (coords (V, 3),
     blocks (V, s+1, s+1, s+1); slat_vae.blocks_to_mesh) makes one surface, on which corners shared
@@ -327,17 +328,55 @@ def mesh_parts(
     whole; each face goes to the part of the voxel it was cut in (part (V,) into the K names) -> the
     parts that kept a face. Meshing each part's blocks on its own, as before, left a crack along every
     part boundary and dropped as specks the small islands where one part's voxels lie on another's:
-    holes in the surface."""
+    holes in the surface. Those islands, kept as surface, then join the part round them
+    (absorb_label_islands, islands under island_share of the faces; 0: off)."""
     v, f, owner = blocks_to_mesh(coords, blocks, resolution, level, face_blocks=True)
     if not len(f):
         return []
     v, f, face_part = clean_mesh(v, f, min_component_faces, smooth_iterations, np.asarray(part)[owner])
+    face_part = absorb_label_islands(f, face_part, island_share)
     parts = []
     for p, name in enumerate(names):
         mine = face_part == p
         if mine.any():
             parts.append(GeneratedPart(name, *submesh(v, f[mine]), int((part == p).sum())))
     return parts
+
+
+def absorb_label_islands(faces: np.ndarray, face_part: np.ndarray, max_share: float = 0.005) -> np.ndarray:
+    """(F,) face parts in which each island of a part (its faces joined by shared edges) other than
+    the part's largest, holding fewer than max_share of all F faces, takes the part it borders most:
+    the specks of one colour on another part's surface where a reference's parts lie on one another.
+    An island bordering no other part keeps its part. faces (F, 3); face_part (F,) int."""
+    import trimesh
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    face_part = np.asarray(face_part, np.int64)
+    n = len(faces)
+    pairs = trimesh.graph.face_adjacency(np.asarray(faces, np.int64)) if n > 1 else np.zeros((0, 2), np.int64)
+    if max_share <= 0 or not len(pairs):
+        return face_part.copy()
+    same = face_part[pairs[:, 0]] == face_part[pairs[:, 1]]
+    link = coo_matrix((np.ones(int(same.sum())), (pairs[same, 0], pairs[same, 1])), shape=(n, n))
+    count, island = connected_components(link, directed=False)
+    sizes = np.bincount(island, minlength=count)
+    island_part = np.zeros(count, np.int64)
+    island_part[island] = face_part
+    order = np.lexsort((-sizes, island_part))  # by part, largest island first
+    largest = order[np.r_[True, island_part[order][1:] != island_part[order][:-1]]]
+    small = sizes < max_share * n
+    small[largest] = False
+    a, b = pairs[~same].T  # edges between two parts, seen from both sides
+    src, label = np.concatenate([island[a], island[b]]), np.concatenate([face_part[b], face_part[a]])
+    seen = small[src]
+    votes = coo_matrix((np.ones(int(seen.sum())), (src[seen], label[seen])), shape=(count, int(face_part.max()) + 1))
+    votes = votes.toarray()
+    moved = small & (votes.sum(1) > 0)
+    out = face_part.copy()
+    at = moved[island]
+    out[at] = votes.argmax(1)[island[at]]
+    return out
 
 
 def submesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -438,6 +477,8 @@ class PartGenerator:
                 attention accumulates in fp32). It pays off for wide models (GPU, or width >= 256 on
                 AVX-512-BF16 CPUs); the bundled width-96 model samples the demo table in 12.0 s either way
     min_component_faces, smooth_iterations: the decoded surface's clean-up (clean_mesh; 0 turns either off)
+    island_share: a part's surface islands (but its largest) under this share of the faces join the
+                part they border most (absorb_label_islands; 0: off)
     detail_strength: where stage 2's sampling starts (SDEdit, as stage 1 could with reference_edit=sdedit): below 1
                 the layout surface's signed distances at the voxels are encoded by the SLat VAE and
                 the flow enters its path at t = detail_strength from them (ceil(steps x strength)
@@ -474,6 +515,7 @@ class PartGenerator:
         precision: str = "fp32",
         min_component_faces: int = 50,
         smooth_iterations: int = 5,
+        island_share: float = 0.005,
         detail_strength: float = 0.3,
         layout_shell: float = 0.3,
         fit_proportions: bool = True,
@@ -499,6 +541,7 @@ class PartGenerator:
         self.label_smoothing, self.max_part_pieces = int(label_smoothing), int(max_part_pieces)
         self.max_group, self.precision = int(max_group), precision
         self.min_component_faces, self.smooth_iterations = int(min_component_faces), int(smooth_iterations)
+        self.island_share = float(island_share)
         self.detail_strength, self.layout_shell = float(detail_strength), float(layout_shell)
         self.fit_proportions = bool(fit_proportions)
         sub = slat_vae.subdiv if mesh_subdiv is None else int(mesh_subdiv)
@@ -804,7 +847,7 @@ class PartGenerator:
         step = s // self.mesh_subdiv
         blocks = blocks[:, ::step, ::step, ::step]  # every step-th corner: (mesh_subdiv + 1)^3 per voxel
         resolution = self.layout.voxel_resolution
-        clean = (self.min_component_faces, self.smooth_iterations)
+        clean = (self.min_component_faces, self.smooth_iterations, self.island_share)
         return mesh_parts(coords, blocks, part, names, resolution, self.level, *clean)
 
     def _tokens(self, part: np.ndarray, group: np.ndarray, names: list[str], latents_count: int) -> dict:
@@ -907,6 +950,7 @@ __all__ = [
     "Generation",
     "GenerationError",
     "PartGenerator",
+    "absorb_label_islands",
     "absorb_stray_pieces",
     "check_foreground",
     "clean_mesh",

@@ -22,6 +22,7 @@ from partgen.pipelines.generate import (
     DEFAULT_MODELS,
     STAGES,
     PartGenerator,
+    absorb_label_islands,
     absorb_stray_pieces,
     clean_mesh,
     icon_projection,
@@ -376,18 +377,42 @@ def test_parts_are_cut_from_one_surface_without_cracks_or_holes():
     specks = far_left[:: len(far_left) // 6][:6]
     part[specks] = 1
 
-    parts = mesh_parts(coords, blocks, part, ["left", "right"], res, 0.0, 50, 5)
-    assert [p.name for p in parts] == ["left", "right"]
-    assert [p.voxels for p in parts] == [int((part == 0).sum()), int((part == 1).sum())]
-    whole = trimesh.Trimesh(*whole_mesh(parts)[:2], process=False)
-    whole.merge_vertices()
-    assert whole.is_watertight and whole.volume == pytest.approx(4 / 3 * np.pi * r**3, rel=0.02)
-    assert (parts[1].vertices[:, 0] < -0.15).any()  # the specks are the right part's, where they lie
+    for share in (0.0, 0.005):  # the specks' faces kept as the right part's, or given to the left
+        parts = mesh_parts(coords, blocks, part, ["left", "right"], res, 0.0, 50, 5, island_share=share)
+        assert [p.name for p in parts] == ["left", "right"]
+        assert [p.voxels for p in parts] == [int((part == 0).sum()), int((part == 1).sum())]
+        whole = trimesh.Trimesh(*whole_mesh(parts)[:2], process=False)
+        whole.merge_vertices()
+        assert whole.is_watertight and whole.volume == pytest.approx(4 / 3 * np.pi * r**3, rel=0.02)
+        assert (parts[1].vertices[:, 0] < -0.15).any() == (share == 0)
     alone = [clean_mesh(*blocks_to_mesh(coords[part == p], blocks[part == p], res), 50, 5) for p in (0, 1)]
     cracked = trimesh.util.concatenate([trimesh.Trimesh(v, f, process=False) for v, f in alone])
     cracked.merge_vertices()
     assert not cracked.is_watertight
     assert mesh_parts(coords[:0], blocks[:0], part[:0], ["left"], res) == []
+
+
+def test_specks_of_a_part_on_another_join_it_but_its_largest_island_stays():
+    sphere = trimesh.creation.icosphere(subdivisions=5)  # 20480 faces
+    centre = sphere.triangles_center
+    part = (centre[:, 0] > 0).astype(np.int64)  # two halves
+    near = lambda point, radius: np.linalg.norm(centre - np.asarray(point) / np.linalg.norm(point), axis=1) < radius  # noqa: E731
+    speck = near((-0.6, 0.6, 0.5), 0.08)  # 28 faces of part 1 on part 0's half
+    patch = near((-0.5, -0.5, -0.7), 0.3)  # ~460 faces: more than 0.5% of the faces
+    lone = near((0.5, -0.6, 0.6), 0.06)  # part 2: one small island, its largest
+    labelled = part.copy()
+    labelled[speck | patch] = 1
+    labelled[lone] = 2
+    assert 0 < speck.sum() < 0.005 * len(part) < patch.sum()
+    out = absorb_label_islands(sphere.faces, labelled)
+    assert (out[speck] == 0).all() and (out[patch] == 1).all() and (out[lone] == 2).all()
+    assert np.array_equal(out[~speck], labelled[~speck])
+    assert np.array_equal(absorb_label_islands(sphere.faces, labelled, 0.0), labelled)
+    # an island bordering no other part (a separate piece of surface) keeps its part
+    apart = trimesh.creation.icosphere(subdivisions=1)
+    faces = np.concatenate([sphere.faces, apart.faces + len(sphere.vertices)])
+    alone = np.concatenate([labelled, np.ones(len(apart.faces), np.int64)])
+    assert (absorb_label_islands(faces, alone)[len(labelled) :] == 1).all()
 
 
 def test_stray_pieces_join_the_part_they_touch():
