@@ -56,6 +56,18 @@ def require_shared(name: str) -> Path:
     return path
 
 
+def sphere_blocks(res: int, s: int, r: float = 0.3, centre=(0.0, 0.0, 0.0)):
+    """The voxels a sphere's surface crosses at res and the exact signed distance on their sub-grids."""
+    idx = np.stack(np.meshgrid(*(np.arange(res),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    lo, hi = idx / res - 0.5 - centre, (idx + 1) / res - 0.5 - centre
+    nearest = np.linalg.norm(np.clip(0.0, lo, hi), axis=1)
+    farthest = np.linalg.norm(np.maximum(np.abs(lo), np.abs(hi)), axis=1)
+    coords = idx[(nearest < r) & (farthest > r)]
+    offsets = np.stack(np.meshgrid(*(np.arange(s + 1),) * 3, indexing="ij"), -1)
+    points = -0.5 + (coords[:, None, None, None] * s + offsets) / (res * s) - centre
+    return coords, np.clip((np.linalg.norm(points, axis=-1) - r) * res, -2.0, 2.0)
+
+
 def random_voxels(lengths, resolution=8, parts=3, channels=4, seed=0, dtype=torch.float32) -> SparseVoxels:
     """A batch of random sparse voxel sets (rows sorted by [b, x, y, z]) with random features and parts."""
     g = torch.Generator().manual_seed(seed)

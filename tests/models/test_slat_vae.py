@@ -7,6 +7,7 @@ import pytest
 import torch
 import trimesh
 
+from conftest import sphere_blocks
 from partgen.models.io import load_model, save_model
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh, window_groups
 from partgen.structures import SparseVoxels, cu_seqlens_from_lengths
@@ -27,18 +28,6 @@ CONFIG = {
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
-
-
-def sphere_blocks(res: int, s: int, r: float = 0.3, centre=(0.0, 0.0, 0.0)):
-    """The voxels a sphere's surface crosses at res and the exact signed distance on their sub-grids."""
-    idx = np.stack(np.meshgrid(*(np.arange(res),) * 3, indexing="ij"), -1).reshape(-1, 3)
-    lo, hi = idx / res - 0.5 - centre, (idx + 1) / res - 0.5 - centre
-    nearest = np.linalg.norm(np.clip(0.0, lo, hi), axis=1)
-    farthest = np.linalg.norm(np.maximum(np.abs(lo), np.abs(hi)), axis=1)
-    coords = idx[(nearest < r) & (farthest > r)]
-    offsets = np.stack(np.meshgrid(*(np.arange(s + 1),) * 3, indexing="ij"), -1)
-    points = -0.5 + (coords[:, None, None, None] * s + offsets) / (res * s) - centre
-    return coords, np.clip((np.linalg.norm(points, axis=-1) - r) * res, -2.0, 2.0)
 
 
 def as_voxels(items, res: int) -> SparseVoxels:

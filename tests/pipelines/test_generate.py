@@ -15,7 +15,7 @@ import trimesh
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from conftest import assert_python_defaults
+from conftest import assert_python_defaults, sphere_blocks
 from partgen.cli import run_generate
 from partgen.models.part_dit import attention_groups
 from partgen.pipelines.generate import (
@@ -362,16 +362,8 @@ def test_parts_are_cut_from_one_surface_without_cracks_or_holes():
     and leaves holes."""
     from partgen.models.slat_vae import blocks_to_mesh
 
-    res, s, r = 24, 4, 0.3
-    idx = np.stack(np.meshgrid(*(np.arange(res),) * 3, indexing="ij"), -1).reshape(-1, 3)
-    lo, hi = idx / res - 0.5, (idx + 1) / res - 0.5
-    crossed = (np.linalg.norm(np.clip(0.0, lo, hi), axis=1) < r) & (
-        np.linalg.norm(np.maximum(np.abs(lo), np.abs(hi)), axis=1) > r
-    )
-    coords = idx[crossed]
-    offsets = np.stack(np.meshgrid(*(np.arange(s + 1),) * 3, indexing="ij"), -1)
-    points = -0.5 + (coords[:, None, None, None] * s + offsets) / (res * s)
-    blocks = np.clip((np.linalg.norm(points, axis=-1) - r) * res, -2.0, 2.0)
+    res, r = 24, 0.3
+    coords, blocks = sphere_blocks(res, 4, r)
     part = (coords[:, 0] >= res // 2).astype(np.int64)
     far_left = np.nonzero(coords[:, 0] < res // 2 - 4)[0]
     specks = far_left[:: len(far_left) // 6][:6]
@@ -396,7 +388,10 @@ def test_specks_of_a_part_on_another_join_it_but_its_largest_island_stays():
     sphere = trimesh.creation.icosphere(subdivisions=5)  # 20480 faces
     centre = sphere.triangles_center
     part = (centre[:, 0] > 0).astype(np.int64)  # two halves
-    near = lambda point, radius: np.linalg.norm(centre - np.asarray(point) / np.linalg.norm(point), axis=1) < radius  # noqa: E731
+
+    def near(point, radius):  # the faces within radius of the direction `point` on the unit sphere
+        return np.linalg.norm(centre - np.asarray(point) / np.linalg.norm(point), axis=1) < radius
+
     speck = near((-0.6, 0.6, 0.5), 0.08)  # 28 faces of part 1 on part 0's half
     patch = near((-0.5, -0.5, -0.7), 0.3)  # ~460 faces: more than 0.5% of the faces
     lone = near((0.5, -0.6, 0.6), 0.06)  # part 2: one small island, its largest
