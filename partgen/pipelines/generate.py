@@ -9,7 +9,8 @@ voxel side.
               outline best fits the image's from some icon view) and carries its mesh,
               which fit_proportions then stretches to the image's silhouette (pipelines.proportions);
               given the object's dimensions (width, depth, height) the layout, whichever, takes
-              their proportions instead (box_stretch)
+              their proportions instead (box_stretch); stage 2 takes the voxels the layout surface
+              crosses and, within layout_band voxels of it, their neighbours (surface_band)
     parts     the coarse surface of the layout (marching cubes of the grid, decimated) is cut into
               parts by the learned segmenter (the bundled one by default; parts named by semantic
               class) or geometrically (parts="geometric"); each voxel takes the part of the nearest
@@ -20,8 +21,9 @@ voxel side.
               max_group voxels are cut into compact slabs, the group sizes stage 2 was trained on),
               each group cross-attending to the image patches it projects onto under the typical
               icon camera framed to the layout (the view the Sweet Home 3D icons show)
-    decode    the SLat VAE decodes each voxel's sub-grid signed distances; marching cubes over each
-              part's blocks gives one mesh per part at R x s (64 x 4 = 256)
+    decode    the SLat VAE decodes each voxel's sub-grid signed distances; marching cubes over all
+              the blocks gives one surface at R x s (64 x 4 = 256), cleaned and smoothed, whose faces
+              take the part of the voxel they were cut in (mesh_parts)
 
 With layout=MESH a coarse shape the user gives (any mesh file partgen reads) stands in for stage 1:
 its surface voxels and surface are the layout, and stage 2 details it from the image. The outputs
@@ -134,6 +136,30 @@ def resolve_models(path: str | Path | None) -> Path:
             f"model.safetensors); {TRAIN_HINT}"
         )
     return folder
+
+
+def surface_band(
+    coords: np.ndarray, vertices: np.ndarray, faces: np.ndarray, resolution: int, band: float
+) -> np.ndarray:
+    """The voxels (coords (V, 3)) a surface (vertices (n, 3) in the normalised cube, faces (m, 3))
+    crosses, with their neighbours whose centres lie within `band` voxels of it -> (V', 3) int64,
+    the crossed ones first. Distances to dense surface samples (4 per voxel side)."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    if band <= 0 or len(coords) == 0:
+        return coords
+    reach = int(math.ceil(band))
+    offsets = np.stack(np.meshgrid(*[np.arange(-reach, reach + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    near = np.unique((coords[:, None] + offsets[None]).reshape(-1, 3), axis=0)
+    near = near[((near >= 0) & (near < resolution)).all(1)]
+    key = lambda c: (c[:, 0] * resolution + c[:, 1]) * resolution + c[:, 2]  # noqa: E731
+    new = near[~np.isin(key(near), key(coords))]
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    count = int(min(2_000_000, max(10_000, mesh.area * (4 * resolution) ** 2)))
+    samples = trimesh.sample.sample_surface(mesh, count, seed=0)[0]
+    dist, _ = cKDTree((samples + 0.5) * resolution).query(new + 0.5)
+    return np.concatenate([coords, new[dist <= band]]).astype(np.int64)
 
 
 def voxel_parts(
@@ -489,6 +515,11 @@ class PartGenerator:
                 at least 2 x this many voxels thick (partgen.data_pipeline.samples.block_sdf's sheet):
                 a single-sided wall or pane has no inside, and its plain distances mesh to nothing;
                 0: plain signed distances
+    layout_band: stage 2's voxels are those the layout surface crosses and their neighbours whose
+                centres lie within this many voxels of it (surface_band): the decoded surface wanders a
+                little off the layout's and was cut open where it left the one-voxel shell (slits on
+                flat sides: the example table's open edges 14,059 -> 1,582 at 1.0, at 1.9x its voxels).
+                Dropped, with the plain shell kept, when the band would pass max_tokens; 0: off
     fit_proportions: stretch a layout carried from a reference shape along x, y and z to the image's
                 silhouette from the icon camera (partgen.pipelines.proportions) before stage 2; a call
                 given the object's dimensions stretches any layout to their proportions instead
@@ -518,6 +549,7 @@ class PartGenerator:
         island_share: float = 0.005,
         detail_strength: float = 0.3,
         layout_shell: float = 0.3,
+        layout_band: float = 1.0,
         fit_proportions: bool = True,
     ):
         if precision not in ("fp32", "bf16"):
@@ -543,6 +575,9 @@ class PartGenerator:
         self.min_component_faces, self.smooth_iterations = int(min_component_faces), int(smooth_iterations)
         self.island_share = float(island_share)
         self.detail_strength, self.layout_shell = float(detail_strength), float(layout_shell)
+        if layout_band < 0:
+            raise ValueError(f"layout_band must be >= 0 voxels, got {layout_band}")
+        self.layout_band = float(layout_band)
         self.fit_proportions = bool(fit_proportions)
         sub = slat_vae.subdiv if mesh_subdiv is None else int(mesh_subdiv)
         if sub < 1 or slat_vae.subdiv % sub:
@@ -621,6 +656,7 @@ class PartGenerator:
             "silhouette_weight": layout.silhouette_weight if layout.uses_references else None,
             "detail_strength": self.detail_strength,
             "layout_shell": self.layout_shell,
+            "layout_band": self.layout_band,
             "fit_proportions": self.fit_proportions,
             "parts": "learned" if self.segmenter is not None else "geometric",
             "schedule": self.schedule or "model",
@@ -666,6 +702,9 @@ class PartGenerator:
                 coords, surface, None if dimensions is not None else mask, dimensions
             )
             times["layout_proportions_s"] = time.perf_counter() - t0
+        if self.layout_band > 0:  # the band only while it keeps the layout under the token cap
+            banded = surface_band(coords, *surface, self.layout.voxel_resolution, self.layout_band)
+            coords = banded if len(banded) <= self.max_tokens else coords
         where = f"{image} (seed {seed})"
         if len(coords) == 0 or len(surface[1]) == 0:
             raise GenerationError(f"stage 1 made an empty layout for {where}: no surface in the occupancy")

@@ -32,6 +32,7 @@ from partgen.pipelines.generate import (
     resolve_models,
     simplify,
     smooth_part_labels,
+    surface_band,
     unique_names,
     voxel_parts,
     whole_mesh,
@@ -114,6 +115,7 @@ def test_outputs_hold_named_parts_and_a_report(generated):
     assert report["settings"]["reference_candidates"] == 8 and report["settings"]["silhouette_weight"] == 3.0
     assert report["settings"]["detail_strength"] == 0.3
     assert report["settings"]["layout_shell"] == 0.3 and report["settings"]["fit_proportions"] is True
+    assert report["settings"]["layout_band"] == 1.0
     assert len(report["layout_scale"]) == 3 and all(0.5 <= x <= 2.0 for x in report["layout_scale"])
     assert report["times_s"]["layout_proportions_s"] >= 0
     assert report["settings"]["seed"] == 0 and report["versions"]["torch"] == torch.__version__
@@ -188,6 +190,30 @@ def test_stage_2_started_from_the_layout_surface_keeps_it(tmp_path):
     assert scores[0.3] > 0.8 and scores[0.3] > scores[1.0] + 0.15, scores
     with pytest.raises(ValueError, match="detail_strength"):
         PartGenerator.from_folder(detail_strength=0.0)
+
+
+def test_a_band_round_the_layout_closes_the_slits_of_a_one_voxel_shell():
+    """Stage 2's decoded surface wanders a little off the layout's; on the voxels the layout crosses
+    alone it is cut open wherever it leaves them (slits on the table's flat sides). With the
+    neighbours within a voxel (layout_band=1) it closes; a band that would pass max_tokens is
+    dropped for the plain shell, not refused."""
+    from partgen.data_pipeline.mesh_io import load_mesh, normalise
+    from partgen.pipelines.generate import whole_mesh
+
+    mesh = load_mesh(EXAMPLES.parent / "table.obj")
+    table = (normalise(mesh.vertices).apply(mesh.vertices), mesh.faces)
+    open_edges, voxels = {}, {}
+    for band in (0.0, 1.0):
+        gen = PartGenerator.from_folder(parts="geometric", steps=4, layout_band=band)(TRAINING_ICON, layout=table)
+        welded = trimesh.Trimesh(*whole_mesh(gen.parts)[:2])  # parts share their cut edges again
+        open_edges[band] = int((np.unique(welded.edges_sorted, axis=0, return_counts=True)[1] == 1).sum())
+        voxels[band] = len(gen.voxels.coords)
+    assert open_edges[1.0] < 0.3 * open_edges[0.0], open_edges  # measured: 1,582 against 14,059
+    assert voxels[0.0] < voxels[1.0] < 2.5 * voxels[0.0], voxels
+    capped = PartGenerator.from_folder(parts="geometric", steps=1, layout_band=1.0, max_tokens=voxels[0.0] + 10)
+    assert len(capped(TRAINING_ICON, layout=table).voxels.coords) == voxels[0.0]
+    with pytest.raises(ValueError, match="layout_band"):
+        PartGenerator.from_folder(layout_band=-1)
 
 
 def test_a_single_sided_wall_survives_stage_2_as_a_shell():
@@ -333,6 +359,27 @@ def test_parts_are_merged_split_and_named():
     for g in range(len(sizes)):  # a group lies in one part and is a compact slab
         assert len(np.unique(merged[group == g])) == 1 and np.ptp(coords[group == g, 0]) <= 1
     assert unique_names(["leg", "leg_2", "top", "leg"]) == ["leg", "leg_2", "top", "leg_3"]
+
+
+def test_surface_band_adds_the_neighbours_near_the_surface():
+    """layout_band: the voxels a sphere's surface crosses, and those around them whose centres lie
+    within the band of it (measured exactly: | |centre| - r |), none farther."""
+    from data_pipeline.voxelize import voxelize_surface
+
+    res, r = 32, 0.3
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=r)
+    crossed = voxelize_surface(sphere.vertices, sphere.faces, res).coords.astype(np.int64)
+    band = surface_band(crossed, sphere.vertices, sphere.faces, res, 1.0)
+    assert np.array_equal(band[: len(crossed)], crossed) and len(np.unique(band, axis=0)) == len(band)
+    new = band[len(crossed) :]
+    distance = lambda c: np.abs(np.linalg.norm((c + 0.5) / res - 0.5, axis=1) - r) * res  # noqa: E731
+    assert len(new) > 0.2 * len(crossed) and distance(new).max() <= 1.0
+    offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    around = np.unique((crossed[:, None] + offsets).reshape(-1, 3), axis=0)
+    near = around[distance(around) <= 0.8]  # the samples lie within 0.2 voxels of every surface point
+    keys = lambda c: (c[:, 0] * res + c[:, 1]) * res + c[:, 2]  # noqa: E731
+    assert np.isin(keys(near), keys(band)).all()
+    assert np.array_equal(surface_band(crossed, sphere.vertices, sphere.faces, res, 0.0), crossed)
 
 
 def test_clean_mesh_drops_specks_and_smooths_bumps():
