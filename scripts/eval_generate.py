@@ -28,6 +28,11 @@ not averaged) and is counted.
 from the icon's camera (parts coloured) and from a second view, the retrieved mesh and the true
 mesh from the icon's camera, with partgen's normal consistency and F@0.02 printed on its tile.
 
+--split train-loo scores training icons instead, to choose settings without touching val: every
+--every-th shape of the model set's reference bank, with that shape's own bank entry (and, for
+retrieval, its own icon) left out, so the icon is judged as a new one. --start, --max-shapes and
+--keys then count those icons. Val is for measuring only; settings are picked here.
+
 --json is rewritten after every shape; --resume skips the shapes it already holds (same settings).
 --start skips the first val shapes: two processes on halves (--start 0 / 24 --max-shapes 24) split
 a run across cores; scripts/eval_generate.py --merge A.json B.json --json OUT.json joins them (a
@@ -145,6 +150,8 @@ def main() -> None:
         "--dimensions", default="none", choices=["none", "catalogue"], help="catalogue: the record's W, D, H given"
     )
     parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--split", default="val", choices=["val", "train-loo"], help="train-loo: see above")
+    parser.add_argument("--every", type=int, default=10, help="--split train-loo: every n-th bank shape")
     parser.add_argument("--max-shapes", type=int, default=48)
     parser.add_argument("--start", type=int, default=0, help="skip the first val shapes (to split a run)")
     parser.add_argument("--keys", nargs="+", help="only these val records (to score some again; merge first)")
@@ -167,10 +174,13 @@ def main() -> None:
         parser.error(f"--methods takes {', '.join(METHODS)}")
 
     val = select_records(args.records, "val", args.val_fraction)
+    leave_out = None  # --split train-loo: the bank index of each key and the key scored now (left out)
+    if args.split == "train-loo":
+        val, leave_out = training_icons(args, val)
     if args.keys:
         unknown = sorted(set(args.keys) - {r.key for r in val})
         if unknown:
-            parser.error(f"--keys: not val records of {args.records}: {', '.join(unknown)}")
+            parser.error(f"--keys: not {args.split} records of {args.records}: {', '.join(unknown)}")
         val = [r for r in val if r.key in args.keys]
     val = val[args.start : args.start + args.max_shapes]
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
@@ -192,6 +202,8 @@ def main() -> None:
         with initialize_config_module(config_module="partgen.conf", version_base="1.3"):
             cfg = compose(config_name="generate", overrides=["image=-", "output=-", *overrides])
         generator = build_pipeline(cfg.pipeline)
+        if leave_out is not None:
+            leave_one_out(generator, leave_out)
         print("partgen:", json.dumps(OmegaConf.to_container(cfg.pipeline, resolve=True)))
     index = None
     if "retrieval" in methods:
@@ -202,6 +214,8 @@ def main() -> None:
 
     sheet_rows, sheet_text = [], []
     for i, ref in enumerate(val):
+        if leave_out is not None:
+            leave_out["key"] = ref.key
         icon = ref.path / "icon" / "icon.png"
         truth = load_mesh(ref.path)
         camera = record_icon_camera(ref.path, *truth)
@@ -210,7 +224,7 @@ def main() -> None:
         if "ceiling" in methods and "ceiling" not in row:
             row["ceiling"] = surface_metrics(truth, truth, args.compare_points, seed=10) | {"view_iou": 1.0}
         if index is not None:
-            key, dist = index.nearest(read_icon(icon))[0]
+            key, dist = next((k, d) for k, d in index.nearest(read_icon(icon), 2) if k != ref.key)
             retrieved = load_mesh(train_paths[key])
             if "retrieval" not in row:
                 row["retrieval"] = score(retrieved, truth, camera, args.compare_points) | {
@@ -276,6 +290,37 @@ def main() -> None:
         header += (["retrieval"] if index is not None else []) + ["truth"]
         write_sheet(args.sheet, sheet_rows, sheet_text, header)
         print(f"wrote {args.sheet}")
+
+
+def training_icons(args, val) -> tuple[list, dict]:
+    """--split train-loo: the training records of every --every-th shape of the model set's reference
+    bank, and what the leave-one-out mask reads (the bank's index of each key; the key scored now)."""
+    from partgen.pipelines.generate import resolve_models
+    from partgen.pipelines.references import BANK_FILE, ReferenceBank
+
+    path = resolve_models(args.models) / BANK_FILE
+    if not path.is_file():
+        raise SystemExit(f"--split train-loo needs a model set with a reference bank: {path} is missing")
+    bank = ReferenceBank.load(path)
+    train = {r.key: r for r in select_records(args.records, "train", args.val_fraction)}
+    if {r.key for r in val} & set(bank.keys):
+        raise SystemExit(f"{path} holds val records of {args.records}: it is not this split's bank")
+    records = [train[k] for k in bank.keys[:: args.every] if k in train]
+    return records, {"index": {k: i for i, k in enumerate(bank.keys)}, "key": None}
+
+
+def leave_one_out(generator, leave_out: dict) -> None:
+    """The generator's reference bank never offers the icon being scored (leave_out["key"]) its own shape."""
+    bank = generator.layout.references
+    distances = bank.distances
+
+    def without_own(embedding, descriptor):
+        out = distances(embedding, descriptor).clone()
+        if leave_out["key"] in leave_out["index"]:
+            out[leave_out["index"][leave_out["key"]]] = float("inf")
+        return out
+
+    bank.distances = without_own
 
 
 def merge(parts: list[Path], out: str | None, parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,38 @@
+"""scripts/eval_generate.py --split train-loo: a training icon is judged as a new one, its own shape
+left out of the generator's reference bank."""
+
+import importlib.util
+import types
+from pathlib import Path
+
+import torch
+
+from partgen.pipelines.generate import DEFAULT_MODELS
+from partgen.pipelines.references import BANK_FILE, ReferenceBank
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "eval_generate.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("eval_generate", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_leave_one_out_hides_the_scored_icons_own_shape_from_the_bank():
+    bank = ReferenceBank.load(DEFAULT_MODELS / BANK_FILE)
+    generator = types.SimpleNamespace(layout=types.SimpleNamespace(references=bank))
+    own = lambda i: bank.distances(bank.embeddings[i], bank.descriptors[i])  # noqa: E731
+    picks = [3, 100, len(bank) - 1]
+    assert [int(own(i).argmin()) for i in picks] == picks  # each icon's nearest is its own shape
+    before = {i: own(i) for i in picks}
+    leave_out = {"index": {k: i for i, k in enumerate(bank.keys)}, "key": None}
+    load_script().leave_one_out(generator, leave_out)
+    assert torch.equal(own(3), before[3])  # no key scored yet: nothing hidden
+    for i in picks:
+        leave_out["key"] = bank.keys[i]
+        d = own(i)
+        assert d[i] == float("inf") and int(d.argmin()) != i
+        rest = torch.arange(len(bank)) != i
+        assert torch.equal(d[rest], before[i][rest])  # the other shapes keep their distances
