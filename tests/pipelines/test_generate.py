@@ -364,7 +364,7 @@ def test_parts_are_merged_split_and_named():
 def test_surface_band_adds_the_neighbours_near_the_surface():
     """layout_band: the voxels a sphere's surface crosses, and those around them whose centres lie
     within the band of it (measured exactly: | |centre| - r |), none farther."""
-    from data_pipeline.voxelize import voxelize_surface
+    from partgen.data_pipeline.voxelize import voxelize_surface
 
     res, r = 32, 0.3
     sphere = trimesh.creation.icosphere(subdivisions=5, radius=r)
