@@ -145,16 +145,15 @@ def surface_band(
     crosses, with their neighbours whose centres lie within `band` voxels of it -> (V', 3) int64,
     the crossed ones first. Distances to dense surface samples (4 per voxel side)."""
     import trimesh
+    from scipy import ndimage
     from scipy.spatial import cKDTree
 
     if band <= 0 or len(coords) == 0:
         return coords
-    reach = int(math.ceil(band))
-    offsets = np.stack(np.meshgrid(*[np.arange(-reach, reach + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    near = np.unique((coords[:, None] + offsets[None]).reshape(-1, 3), axis=0)
-    near = near[((near >= 0) & (near < resolution)).all(1)]
-    key = lambda c: (c[:, 0] * resolution + c[:, 1]) * resolution + c[:, 2]  # noqa: E731
-    new = near[~np.isin(key(near), key(coords))]
+    grid = np.zeros((resolution,) * 3, bool)
+    grid[tuple(np.asarray(coords, np.int64).T)] = True
+    reach = 2 * int(math.ceil(band)) + 1
+    new = np.argwhere(ndimage.binary_dilation(grid, np.ones((reach,) * 3, bool)) & ~grid)
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     count = int(min(2_000_000, max(10_000, mesh.area * (4 * resolution) ** 2)))
     samples = trimesh.sample.sample_surface(mesh, count, seed=0)[0]
