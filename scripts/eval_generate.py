@@ -310,17 +310,18 @@ def training_icons(args, val) -> tuple[list, dict]:
 
 
 def leave_one_out(generator, leave_out: dict) -> None:
-    """The generator's reference bank never offers the icon being scored (leave_out["key"]) its own shape."""
+    """The generator's reference bank never offers the icon being scored (leave_out["key"]) its own shape,
+    as a reference or as a neighbour whose part count it counts (both read ReferenceBank.embedding_distances)."""
     bank = generator.layout.references
-    distances = bank.distances
+    distances = bank.embedding_distances
 
-    def without_own(embedding, descriptor):
-        out = distances(embedding, descriptor).clone()
+    def without_own(embedding):
+        out = distances(embedding).clone()
         if leave_out["key"] in leave_out["index"]:
             out[leave_out["index"][leave_out["key"]]] = float("inf")
         return out
 
-    bank.distances = without_own
+    bank.embedding_distances = without_own
 
 
 def merge(parts: list[Path], out: str | None, parser: argparse.ArgumentParser) -> None:

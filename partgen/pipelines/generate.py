@@ -96,6 +96,7 @@ class Generation:
     tokens: dict
     reference: str | None = None  # the training shape stage 1 started from (references), if any
     layout_scale: list[float] | None = None  # the x, y, z stretch of stage 1's layout (stretch_layout), if any
+    part_count: int | None = None  # the part count stage 1 asked of the layout's parts (assign_parts), if any
 
 
 MIN_IMAGE_SIDE = 16  # pixels
@@ -598,6 +599,7 @@ class PartGenerator:
         reference_edit: str = "flowedit",
         reference_candidates: int = 8,
         silhouette_weight: float = 3.0,
+        part_neighbours: int = 8,
         device: str | torch.device | None = None,
         **options,
     ) -> PartGenerator:
@@ -612,7 +614,8 @@ class PartGenerator:
         (references.safetensors; 1: from pure noise) and reference_edit how it moves it (flowedit |
         sdedit: LayoutGenerator); reference_candidates, silhouette_weight: how that reference is
         chosen (the nearest icons, re-ranked by their shapes' outlines: LayoutGenerator.choose_reference);
-        device: where the models run (models.io.
+        part_neighbours: from how many nearest icons the carried layout's part count is taken
+        (ReferenceBank.part_count; 0: the reference's own parts); device: where the models run (models.io.
         choose_device); options: the other PartGenerator arguments (steps, guidance, max_parts, ...)."""
         folder = resolve_models(folder)
         if parts not in ("learned", "geometric"):
@@ -630,6 +633,7 @@ class PartGenerator:
             reference_edit=reference_edit,
             candidates=reference_candidates,
             silhouette_weight=silhouette_weight,
+            part_neighbours=part_neighbours,
         )
         device = choose_device(device)
         layout.vae.to(device), layout.flow.to(device)
@@ -653,6 +657,7 @@ class PartGenerator:
             "reference_edit": layout.reference_edit if layout.uses_references else None,
             "reference_candidates": layout.candidates if layout.uses_references else None,
             "silhouette_weight": layout.silhouette_weight if layout.uses_references else None,
+            "part_neighbours": layout.part_neighbours if layout.uses_references else None,
             "detail_strength": self.detail_strength,
             "layout_shell": self.layout_shell,
             "layout_band": self.layout_band,
@@ -716,7 +721,7 @@ class PartGenerator:
             )
         stage("parts")
         t0 = time.perf_counter()
-        part, names = self.assign_parts(coords, *surface, given=given[:2] if given else None)
+        part, names = self.assign_parts(coords, *surface, given=given[:2] if given else None, count=given and given[3])
         times["parts_s"] = time.perf_counter() - t0
         stage("stage 2")
         t0 = time.perf_counter()
@@ -729,7 +734,8 @@ class PartGenerator:
         if not parts:
             raise GenerationError(f"stage 2 decoded no surface for {where}")
         tokens = self._tokens(part, group, names, latents_count)
-        return Generation(parts, surface, voxels.cpu(), times, tokens, given[2] if given else None, scale)
+        reference, count = given[2:] if given else (None, None)
+        return Generation(parts, surface, voxels.cpu(), times, tokens, reference, scale, count)
 
     # --- the stages ------------------------------------------------------------------------------
 
@@ -741,7 +747,8 @@ class PartGenerator:
         seconds per step, the count of layout latents (L; 0 when `layout`, a mesh file or
         (vertices, faces), stands in for stage 1: its surface voxels and itself, normalised into the
         cube), and when stage 1 carried a reference shape (LayoutGenerator with references) its
-        parts and key: ((m,) face parts, names, the reference's key), else None. mask: the image's
+        parts, key and the part count it asks (Layout.part_count): ((m,) face parts, names, the
+        reference's key, count or None), else None. mask: the image's
         framed object mask (image_mask), with which stage 1 chooses its reference, or None."""
         if layout is not None:
             from partgen.data_pipeline.mesh_io import load_mesh
@@ -759,7 +766,7 @@ class PartGenerator:
         times = {f"layout_{k}": v for k, v in generated.times.items()}
         if generated.mesh is not None:
             m = generated.mesh
-            given = (m.face_part, m.part_names, generated.reference)
+            given = (m.face_part, m.part_names, generated.reference, generated.part_count)
             return coords, (m.vertices, m.faces), times, int(generated.latents.shape[0]), given
         vertices, faces = extract_mesh(generated.grid)
         return coords, (vertices, faces), times, int(generated.latents.shape[0]), None
@@ -781,13 +788,21 @@ class PartGenerator:
         return coords, (vertices, faces), [round(float(x), 4) for x in factors]
 
     def assign_parts(
-        self, coords: np.ndarray, vertices: np.ndarray, faces: np.ndarray, given: tuple | None = None
+        self,
+        coords: np.ndarray,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        given: tuple | None = None,
+        count: int | None = None,
     ) -> tuple[np.ndarray, list[str]]:
         """Parts: the coarse surface (vertices (n, 3), faces (m, 3)), decimated to segment_faces, is cut
         by the segmenter (or geometrically), unless `given` brings its parts ((m,) face parts, names:
         a reference's authored ones); each of the V voxels (coords (V, 3)) takes the part of the
         nearest face, small or surplus parts join their nearest kept one -> (V,) int64 parts 0..K-1
-        (K <= max_parts) and their K unique names."""
+        (K <= max_parts) and their K unique names. count: the part count to reach instead (at most
+        max_parts; Layout.part_count): the smallest parts join their nearest kept one, or, when there
+        are too few, each part is cut where the segmenter (or the geometric cut) would cut the whole
+        surface into `count` and the largest `count` pieces are kept, named after their part."""
         coarse = (vertices, faces) if given else simplify(vertices, faces, self.segment_faces)
         if given:
             face_part, names = given
@@ -795,17 +810,35 @@ class PartGenerator:
             seg = self.segmenter.label_mesh(*coarse)
             face_part, names = seg.part, list(seg.names)
         else:
-            from partgen.data_pipeline.geometric import GeometricConfig, segment_mesh
-
-            face_part = segment_mesh(*coarse, None, GeometricConfig(max_parts=self.max_parts))
+            face_part = self.cut_surface(*coarse, None)
             names = [f"part_{p}" for p in range(int(face_part.max()) + 1)]
-        part = voxel_parts(coords, self.layout.voxel_resolution, *coarse, face_part)
-        part, kept = merge_small_parts(coords, part, self.max_parts, self.min_part_fraction)
+        resolution = self.layout.voxel_resolution
+        face_part = np.asarray(face_part, np.int64)
+        voxel_part = voxel_parts(coords, resolution, *coarse, face_part)
+        part, kept = merge_small_parts(coords, voxel_part, self.max_parts, self.min_part_fraction)
+        count = min(int(count), self.max_parts) if count else len(kept)
+        if count > len(kept):  # too few: the parts cut as the whole surface would be into `count`
+            cut = self.cut_surface(*coarse, count)
+            width = int(cut.max()) + 1
+            voxel_part = voxel_parts(coords, resolution, *coarse, face_part * width + cut)
+            part, kept = merge_small_parts(coords, voxel_part, count, 0.0)
+            kept = [k // width for k in kept]
+        elif count < len(kept):
+            part, kept = merge_small_parts(coords, voxel_part, count, 0.0)
         neighbours = voxel_neighbours(coords)
         part = smooth_part_labels(coords, part, self.label_smoothing, neighbours)
         part = absorb_stray_pieces(coords, part, self.max_part_pieces, neighbours)
         present, part = np.unique(part, return_inverse=True)  # a part the filter swallowed whole
         return part, unique_names([names[kept[p]] for p in present])
+
+    def cut_surface(self, vertices: np.ndarray, faces: np.ndarray, count: int | None) -> np.ndarray:
+        """(m,) int64 parts of the surface (vertices (n, 3), faces (m, 3)): the segmenter's, or the
+        geometric cut's without one, into `count` parts (None: a count each chooses, up to max_parts)."""
+        if self.segmenter is not None:
+            return np.asarray(self.segmenter.label_mesh(vertices, faces, num_parts=count).part, np.int64)
+        from partgen.data_pipeline.geometric import GeometricConfig, segment_mesh
+
+        return np.asarray(segment_mesh(vertices, faces, count, GeometricConfig(max_parts=self.max_parts)), np.int64)
 
     def sample_latents(
         self,
@@ -970,6 +1003,7 @@ def make_report(image: Path, gen: Generation, settings: dict, models: str, total
         "tokens": gen.tokens,
         "layout_reference": gen.reference,
         "layout_scale": gen.layout_scale,
+        "layout_part_count": gen.part_count,
         "parts": [
             {"name": p.name, "voxels": p.voxels, "vertices": len(p.vertices), "faces": len(p.faces)} for p in gen.parts
         ],

@@ -56,6 +56,7 @@ class Layout:
     times: dict[str, float]
     mesh: ReferenceMesh | None = None
     reference: str | None = None
+    part_count: int | None = None  # the image's likely authored part count (ReferenceBank.part_count), if any
 
 
 def cube_surface_voxels(vertices, faces, resolution: int):
@@ -83,9 +84,11 @@ class LayoutGenerator:
     against the nearest icon's shape, generator README); reference_edit: how the flow
     moves the reference, "flowedit" (by the difference of its velocities under the image and under
     the reference's own icon, which the bank must hold; `steps` Euler steps, unguided) or
-    "sdedit" (noised to t = strength, then sampled with the image). The defaults are
-    partgen-generate's (conf/generate.yaml: layout_steps, layout_cfg, dilation, coordinates,
-    anchor_band, reference_strength, reference_edit)."""
+    "sdedit" (noised to t = strength, then sampled with the image); part_neighbours: a layout
+    carried from a reference also brings the part count the image's object likely has, from that
+    many icons nearest by embedding (ReferenceBank.part_count; 0: none, the reference's own parts
+    stand). The defaults are partgen-generate's (conf/generate.yaml: layout_steps, layout_cfg,
+    dilation, coordinates, anchor_band, reference_strength, reference_edit, part_neighbours)."""
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class LayoutGenerator:
         reference_edit: str = "flowedit",
         candidates: int = 8,
         silhouette_weight: float = 3.0,
+        part_neighbours: int = 8,
     ):
         if coordinates not in ("auto", "surface", "anchors"):
             raise ValueError(f"coordinates must be 'auto', 'surface' or 'anchors', got {coordinates!r}")
@@ -134,12 +138,14 @@ class LayoutGenerator:
                 "reference_edit='flowedit' needs the references' icons, and this bank has none (built before "
                 "them): rebuild it with scripts/build_references.py, or set reference_edit=sdedit"
             )
-        if int(candidates) < 1 or silhouette_weight < 0:
+        if int(candidates) < 1 or silhouette_weight < 0 or int(part_neighbours) < 0:
             raise ValueError(
-                f"candidates must be at least 1 and silhouette_weight at least 0, got {candidates}, {silhouette_weight}"
+                "candidates must be at least 1, silhouette_weight and part_neighbours at least 0, got "
+                f"{candidates}, {silhouette_weight}, {part_neighbours}"
             )
         self.references, self.strength, self.reference_edit = references, float(strength), reference_edit
         self.candidates, self.silhouette_weight = int(candidates), float(silhouette_weight)
+        self.part_neighbours = int(part_neighbours)
         self._embedder = None
 
     @classmethod
@@ -156,21 +162,27 @@ class LayoutGenerator:
     def uses_references(self) -> bool:
         return self.references is not None and self.strength < 1.0
 
-    def choose_reference(self, image: torch.Tensor, mask=None) -> int:
+    def image_embedding(self, image: torch.Tensor) -> torch.Tensor:
+        """(E,) the unit ImageNet EfficientNet-Lite0 embedding of image (3, S, S), as the bank's icons have."""
+        from partgen.models.efficientnet import efficientnet_lite0
+
+        if self._embedder is None:
+            self._embedder = efficientnet_lite0().to(image.device)
+        return self._embedder.embed(image[None])[0].cpu()
+
+    def choose_reference(self, image: torch.Tensor, mask=None, embedding: torch.Tensor | None = None) -> int:
         """The bank index of the reference for image (3, S, S): the one whose icon is nearest
         (ReferenceBank.distances), or, given the image's framed object mask (proportions.image_mask),
         the one among the `candidates` nearest whose distance + silhouette_weight x (1 - its outline's
         best IoU with the mask over the icon views, proportions.best_view_iou) is least: of two icons
-        alike, the shape that can look like the image from some view wins."""
+        alike, the shape that can look like the image from some view wins. embedding: the image's
+        (image_embedding), when the caller has it."""
         import numpy as np
 
         from partgen.eval.retrieval import icon_descriptor
-        from partgen.models.efficientnet import efficientnet_lite0
         from partgen.pipelines.proportions import best_view_iou
 
-        if self._embedder is None:
-            self._embedder = efficientnet_lite0().to(image.device)
-        embedding = self._embedder.embed(image[None])[0].cpu()
+        embedding = self.image_embedding(image) if embedding is None else embedding
         pixels = (image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         distances = self.references.distances(embedding, torch.from_numpy(icon_descriptor(pixels)))
         if mask is None or self.candidates == 1 or self.silhouette_weight == 0:
@@ -201,9 +213,12 @@ class LayoutGenerator:
             raise ValueError(f"image must be (3, {self.image_size}, {self.image_size}), got {tuple(image.shape)}")
         times = {}
         t0 = time.perf_counter()
-        flow, start, index = self.flow, None, None
+        flow, start, index, count = self.flow, None, None, None
         if self.uses_references:
-            index = self.choose_reference(image, mask)
+            embedding = self.image_embedding(image)
+            index = self.choose_reference(image, mask, embedding)
+            if self.part_neighbours:
+                count = self.references.part_count(embedding, self.part_neighbours)
             start = flow.standardise(self.references.latents[index].to(image.device))
             num_latents = len(start)
             times["retrieve_s"] = time.perf_counter() - t0
@@ -237,7 +252,7 @@ class LayoutGenerator:
         latents = flow.unstandardise(x)
         times["flow_s"] = time.perf_counter() - t0
         if index is not None:
-            return self._carry_reference(index, latents, times)
+            return self._carry_reference(index, latents, times, count)
         t0 = time.perf_counter()
         grid = self.vae.decode_grid(self.vae.decode(latents, cu), resolution=self.resolution, coarse=self.coarse)
         times["decode_s"] = time.perf_counter() - t0
@@ -249,7 +264,9 @@ class LayoutGenerator:
         times["voxels_s"] = time.perf_counter() - t0
         return Layout(latents, grid, voxels, times)
 
-    def _carry_reference(self, index: int, latents: torch.Tensor, times: dict[str, float]) -> Layout:
+    def _carry_reference(
+        self, index: int, latents: torch.Tensor, times: dict[str, float], part_count: int | None = None
+    ) -> Layout:
         """The reference's coarse mesh moved with its anchors to the generated ones (deform_by_anchors),
         normalised into the cube as every record is -> its surface voxels at voxel_resolution."""
         t0 = time.perf_counter()
@@ -259,7 +276,9 @@ class LayoutGenerator:
         moved, voxels = cube_surface_voxels(moved, ref.faces, self.voxel_resolution)
         times["voxels_s"] = time.perf_counter() - t0
         mesh = ReferenceMesh(moved, ref.faces, ref.face_part, ref.part_names)
-        return Layout(latents, None, torch.from_numpy(voxels).int(), times, mesh, self.references.keys[index])
+        return Layout(
+            latents, None, torch.from_numpy(voxels).int(), times, mesh, self.references.keys[index], part_count
+        )
 
 
 __all__ = ["Layout", "LayoutGenerator", "cube_surface_voxels"]

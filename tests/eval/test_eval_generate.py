@@ -1,5 +1,5 @@
 """scripts/eval_generate.py --split train-loo: a training icon is judged as a new one, its own shape
-left out of the generator's reference bank."""
+left out of the generator's reference bank (as a reference and as a neighbour whose part count counts)."""
 
 import importlib.util
 import types
@@ -24,7 +24,7 @@ def test_leave_one_out_hides_the_scored_icons_own_shape_from_the_bank():
     bank = ReferenceBank.load(DEFAULT_MODELS / BANK_FILE)
     generator = types.SimpleNamespace(layout=types.SimpleNamespace(references=bank))
     own = lambda i: bank.distances(bank.embeddings[i], bank.descriptors[i])  # noqa: E731
-    picks = [3, 100, len(bank) - 1]
+    picks = [3, 100, len(bank) - 1]  # 100's own shape has 1 part, its nearest other 8: hiding shows
     assert [int(own(i).argmin()) for i in picks] == picks  # each icon's nearest is its own shape
     before = {i: own(i) for i in picks}
     leave_out = {"index": {k: i for i, k in enumerate(bank.keys)}, "key": None}
@@ -36,3 +36,7 @@ def test_leave_one_out_hides_the_scored_icons_own_shape_from_the_bank():
         assert d[i] == float("inf") and int(d.argmin()) != i
         rest = torch.arange(len(bank)) != i
         assert torch.equal(d[rest], before[i][rest])  # the other shapes keep their distances
+        # nor does the part count read its own shape's: it is the count of the 1 nearest other shape
+        nearest_other = int(bank.embedding_distances(bank.embeddings[i]).argmin())
+        expected = min(len(bank.meshes[nearest_other].part_names), 8)
+        assert nearest_other != i and bank.part_count(bank.embeddings[i], neighbours=1) == expected

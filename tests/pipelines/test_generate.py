@@ -77,7 +77,8 @@ def test_python_defaults_are_the_generate_config():
     for key, name in [("layout_steps", "steps"), ("layout_guidance", "guidance"), ("coordinates", "coordinates"),
                       ("anchor_band", "anchor_band"), ("dilation", "dilation"),
                       ("reference_strength", "strength"), ("reference_edit", "reference_edit"),
-                      ("reference_candidates", "candidates"), ("silhouette_weight", "silhouette_weight")]:  # fmt: skip
+                      ("reference_candidates", "candidates"), ("silhouette_weight", "silhouette_weight"),
+                      ("part_neighbours", "part_neighbours")]:  # fmt: skip
         assert stage1[name].default == pipeline[key], f"LayoutGenerator {name}"
 
 
@@ -115,7 +116,9 @@ def test_outputs_hold_named_parts_and_a_report(generated):
     assert report["settings"]["reference_candidates"] == 8 and report["settings"]["silhouette_weight"] == 3.0
     assert report["settings"]["detail_strength"] == 0.3
     assert report["settings"]["layout_shell"] == 0.3 and report["settings"]["fit_proportions"] is True
-    assert report["settings"]["layout_band"] == 1.0
+    assert report["settings"]["layout_band"] == 1.0 and report["settings"]["part_neighbours"] == 8
+    # the parts were brought to the count the image's nearest icons ask
+    assert 1 <= report["layout_part_count"] <= 8 and len(report["parts"]) <= report["layout_part_count"]
     assert len(report["layout_scale"]) == 3 and all(0.5 <= x <= 2.0 for x in report["layout_scale"])
     assert report["times_s"]["layout_proportions_s"] >= 0
     assert report["settings"]["seed"] == 0 and report["versions"]["torch"] == torch.__version__
@@ -496,3 +499,32 @@ def test_mode_filter_clears_interleaved_stripes_and_keeps_real_parts():
     assert (out[:400][stripes] == 0).all() and (out[:400][coords[:400, 0] >= 11] == 1).all()
     assert (out[401:] == 2).all() and out[400] == 0
     assert (smooth_part_labels(coords, part, passes=0) == part).all()
+
+
+def test_carried_parts_are_brought_to_the_count_the_image_asks():
+    """A layout carried from a reference brings its authored parts; given the count the image's
+    nearest icons ask (Layout.part_count), the smallest parts join their nearest kept one, or, with
+    too few, the parts are cut where the geometric cut would cut the whole surface and the pieces
+    keep their part's name. No part falls into more than max_part_pieces pieces."""
+    from partgen.data_pipeline.mesh_io import load_mesh
+    from partgen.pipelines.layout import cube_surface_voxels
+
+    mesh = load_mesh(EXAMPLES.parent / "table.obj")  # a top, four legs and a shelf: six pieces
+    vertices, coords = cube_surface_voxels(mesh.vertices, mesh.faces, 64)
+    generator = PartGenerator.from_folder(parts="geometric", steps=1)
+    whole = (np.zeros(len(mesh.faces), np.int64), ["table"])
+    part, names = generator.assign_parts(coords, vertices, mesh.faces, given=whole)
+    assert names == ["table"] and (part == 0).all()  # no count: the reference's parts stand
+    part, names = generator.assign_parts(coords, vertices, mesh.faces, given=whole, count=4)
+    assert names == ["table", "table_2", "table_3", "table_4"]
+    sizes = np.bincount(part, minlength=4)
+    assert len(sizes) == 4 and sizes.min() > 0.03 * len(part), sizes
+    assert max(part_pieces(coords, part)) <= 2
+    # five slabs across x, the middle one widest: to two, the two largest stay and take the rest
+    fine_vertices, fine_faces = trimesh.remesh.subdivide_to_size(vertices, mesh.faces, 0.03)
+    slabs = np.digitize(fine_vertices[fine_faces].mean(1)[:, 0], [-0.35, -0.2, 0.2, 0.35])
+    given = (slabs, ["a", "b", "middle", "d", "e"])
+    _, five = generator.assign_parts(coords, fine_vertices, fine_faces, given=given)
+    part, two = generator.assign_parts(coords, fine_vertices, fine_faces, given=given, count=2)
+    assert len(five) == 5 and len(two) == 2 and "middle" in two and len(np.unique(part)) == 2
+    assert len(generator.assign_parts(coords, vertices, mesh.faces, given=whole, count=20)[1]) <= generator.max_parts

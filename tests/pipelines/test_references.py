@@ -202,3 +202,27 @@ def test_flowedit_moves_the_reference_only_where_the_image_differs_from_its_icon
         LayoutGenerator(vae, flow, references=bare, **options)
     with pytest.raises(ValueError, match="reference_edit"):
         LayoutGenerator(vae, flow, references=bank, reference_edit="inversion")
+
+
+def test_the_part_count_is_the_one_most_nearest_icons_are_within_one_of():
+    """ReferenceBank.part_count: the count (1..max_parts) within one of the most authored counts of the
+    `neighbours` icons nearest by embedding; a tie goes to the count nearest the nearest icon's."""
+    # icon i's embedding at angle i: a query at angle 0 has icon 0 nearest, then 1, ...
+    angles = torch.linspace(0.0, 1.5, 9)
+    embeddings = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    box = trimesh.creation.box()
+    counts = [5, 6, 6, 1, 1, 1, 1, 1, 12]
+    meshes = [ReferenceMesh(box.vertices, box.faces, np.zeros(12, np.int64), ["part"] * c) for c in counts]
+    bank = ReferenceBank(
+        [str(i) for i in range(9)], torch.zeros(9, 2, 4), embeddings, torch.zeros(9, 3), meshes, (1, 1)
+    )
+    query = embeddings[0]
+    assert bank.part_count(query, neighbours=1) == 5  # one icon: its own count
+    assert bank.part_count(query, neighbours=3) == 5  # 5 and 6 are within one of all three: nearer the nearest's 5
+    # five icons of one part outvote three of five or six; 1 and 2 are within one of all five, 2 nearer 5
+    assert bank.part_count(query, neighbours=8) == 2
+    assert bank.part_count(embeddings[8], neighbours=1) == 8  # counts beyond max_parts are max_parts
+    assert bank.part_count(embeddings[8], neighbours=1, max_parts=16) == 12
+    bank.embedding_distances = lambda e: torch.full((9,), float("inf"))  # every icon hidden
+    with pytest.raises(ValueError, match="no reference"):
+        bank.part_count(query)
