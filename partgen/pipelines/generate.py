@@ -721,7 +721,8 @@ class PartGenerator:
             )
         stage("parts")
         t0 = time.perf_counter()
-        part, names = self.assign_parts(coords, *surface, given=given[:2] if given else None, count=given and given[3])
+        reference, count = given[2:] if given else (None, None)
+        part, names = self.assign_parts(coords, *surface, given=given[:2] if given else None, count=count)
         times["parts_s"] = time.perf_counter() - t0
         stage("stage 2")
         t0 = time.perf_counter()
@@ -734,7 +735,6 @@ class PartGenerator:
         if not parts:
             raise GenerationError(f"stage 2 decoded no surface for {where}")
         tokens = self._tokens(part, group, names, latents_count)
-        reference, count = given[2:] if given else (None, None)
         return Generation(parts, surface, voxels.cpu(), times, tokens, reference, scale, count)
 
     # --- the stages ------------------------------------------------------------------------------

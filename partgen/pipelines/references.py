@@ -96,9 +96,9 @@ class ReferenceBank:
         """The authored part count (1..max_parts) an image's object most likely has, from its unit
         embedding (E,): of the `neighbours` references whose icons are nearest by embedding
         (embedding_distances), the count within one of the most of their own counts; of tied counts,
-        the one nearest the nearest reference's. Authored counts follow the kind of object more than
-        one shape: on the 469 training icons, leave one out, this is within one of the icon's own
-        count for 0.58 of them, the nearest reference's own count for 0.50."""
+        the one nearest the nearest reference's. One shape's count is a noisy guess, several
+        neighbours' are right more often: on the 469 training icons, leave one out, this is within
+        one of the icon's own count for 0.58 of them, the nearest reference's own count for 0.50."""
         distances = self.embedding_distances(embedding)
         nearest = torch.argsort(distances)[: max(1, int(neighbours))]
         nearest = nearest[torch.isfinite(distances[nearest])]
