@@ -14,7 +14,8 @@ first use) and runs one job at a time (a lock), each writing only inside the job
 A job reports progress to a callback as (fraction, text): the generator's own stages (on_stage:
 stage 1, parts, stage 2, decode) and, inside the two sampling stages, their steps (the samplers
 iterate their steps through tqdm.auto.tqdm, for which a job puts counting_tqdm while it runs).
-Setting the job's cancel Event stops it at its next stage or step (JobCancelled). Bad input raises
+Setting the job's cancel Event stops it at its next stage or step (JobCancelled; a generation
+cancelled while it decodes stops before it writes its outputs). Bad input raises
 JobError with one line that names the upload by its own file name.
 
 This module is partgen.app's only import of partgen below it (DESIGN.md: the app is a thin view over
@@ -342,6 +343,7 @@ class Engine:
                     gen = generator(path, seed=int(seed), progress=True, on_stage=tracker.stage, dimensions=dims)
             except (ValueError, OSError, GenerationError) as err:
                 raise JobError(one_line(err, names)) from None
+            tracker.check()  # cancelled while it decoded: it writes nothing
             extra = {"max_parts": max_parts, "layout": "stage 1", "dimensions": dims}
             settings = {"seed": int(seed)} | generator.settings() | extra
             models = str(resolve_models(self.generate_cfg.get("checkpoint")))

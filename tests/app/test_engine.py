@@ -105,6 +105,23 @@ def test_a_cancelled_job_stops_before_it_starts_and_frees_the_engine(engine, tmp
     assert len(result.parts) >= 2
 
 
+def test_a_generation_cancelled_while_it_decodes_writes_nothing(engine, tmp_path):
+    """Decoding runs no step a cancel could stop at; a cancel that came in meanwhile stops the job
+    before it writes its outputs (the app's cancel button clicked near a job's end)."""
+    cancel = threading.Event()
+
+    def cancel_in_decode(fraction, desc):
+        if desc == "decode":
+            cancel.set()
+
+    folder = tmp_path / "job"
+    with pytest.raises(JobCancelled):
+        engine.generate(EXAMPLE_IMAGE, folder, "table.png", progress=cancel_in_decode, cancel=cancel)
+    assert not any((folder / name).exists() for name in ("parts.glb", "mesh.obj", "report.json", "preview.png"))
+    result = engine.generate(EXAMPLE_IMAGE, tmp_path / "next", "table.png")  # the engine is free again
+    assert (result.folder / "parts.glb").is_file()
+
+
 def test_uploads_are_checked_before_any_job(tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
