@@ -46,6 +46,16 @@ def assert_python_defaults(pipeline, *functions) -> dict:
     return node
 
 
+def load_script(name: str):
+    """scripts/<name>.py imported as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def require_shared(name: str) -> Path:
     """Path of a file in ../shared/data; skip locally when absent, fail on CI (it must be there)."""
     path = SHARED_DATA / name

@@ -2,7 +2,6 @@
 that writes them (scripts/render_icon_views.py): a two-part box whose icon shows one part red and
 the other blue, from the typical icon view."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import trimesh
 from PIL import Image
 
+from conftest import load_script
 from partgen.data_pipeline import sh3d_icons as si
 from partgen.data_pipeline.icon_views import icon_face_colours, read_record_mesh, render_icon_views, view_angles
 from partgen.data_pipeline.render import render
@@ -76,16 +76,8 @@ def test_views_show_the_mesh_framed_as_icons_in_its_colours(tmp_path):
     assert np.ptp(vertices, 0).max() == pytest.approx(1.0) and set(np.unique(face_part)) == {0, 1}
 
 
-def load_script():
-    path = Path(__file__).parents[2] / "scripts" / "render_icon_views.py"
-    spec = importlib.util.spec_from_file_location("render_icon_views", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_script_writes_views_resumes_and_names_a_record_it_cannot_render(tmp_path, capsys):
-    script = load_script()
+    script = load_script("render_icon_views")
     good = write_record(tmp_path, "default-0001-box")
     bad = write_record(tmp_path, "default-0002-box")
     (bad / "icon" / "icon.png").unlink()

@@ -1,23 +1,13 @@
 """scripts/eval_generate.py --split train-loo: a training icon is judged as a new one, its own shape
 left out of the generator's reference bank (as a reference and as a neighbour whose part count counts)."""
 
-import importlib.util
 import types
-from pathlib import Path
 
 import torch
 
+from conftest import load_script
 from partgen.pipelines.generate import DEFAULT_MODELS
 from partgen.pipelines.references import BANK_FILE, ReferenceBank
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "eval_generate.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("eval_generate", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_leave_one_out_hides_the_scored_icons_own_shape_from_the_bank():
@@ -28,7 +18,7 @@ def test_leave_one_out_hides_the_scored_icons_own_shape_from_the_bank():
     assert [int(own(i).argmin()) for i in picks] == picks  # each icon's nearest is its own shape
     before = {i: own(i) for i in picks}
     leave_out = {"index": {k: i for i, k in enumerate(bank.keys)}, "key": None}
-    load_script().leave_one_out(generator, leave_out)
+    load_script("eval_generate").leave_one_out(generator, leave_out)
     assert torch.equal(own(3), before[3])  # no key scored yet: nothing hidden
     for i in picks:
         leave_out["key"] = bank.keys[i]

@@ -126,13 +126,9 @@ def test_gradients_determinism_null_image_and_save_load(tmp_path):
 
 
 def test_bench_script_writes_the_ablation_json(tmp_path):
-    import importlib.util
+    from conftest import load_script
 
-    from conftest import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location("bench_part_dit", REPO_ROOT / "scripts" / "bench_part_dit.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_part_dit")
     out = tmp_path / "dit.json"
     args = "--tokens 96 --parts 4 --width 32 --depth 2 --heads 4 --steps 2 --repeats 1 --threads 1"
     assert bench.main([*args.split(), "--json", str(out)]) == 0
