@@ -37,6 +37,15 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+
+# Imported before any process group exists, on purpose: its functions take `group=group.WORLD` as a
+# default argument, bound when the module is first imported. DistributedDataParallel imports it
+# (through torch._dynamo); imported after init_process_group, those defaults hold the default group
+# for good, so destroy_process_group cannot free it and gloo's worker threads outlive it. One of
+# them then releases the last collective's tensors while the interpreter shuts down, and the
+# process aborts ("terminate called without an active exception"; a rank of a finished run failed
+# with SIGABRT in about 1 of 8 runs on a loaded machine).
+import torch.distributed.nn.functional  # noqa: F401
 from torch import nn
 
 Device = Literal["auto", "cpu", "cuda"]
