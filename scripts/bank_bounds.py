@@ -33,10 +33,10 @@ def sampled(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int):
 
 def consistency(a, b) -> float:
     """partgen.eval.geometry.normal_consistency of two sampled() meshes, their trees reused."""
+    from partgen.eval.geometry import normal_consistency
+
     (pa, na, ta), (pb, nb, tb) = a, b
-    ab = np.abs((na * nb[tb.query(pa)[1]]).sum(1)).mean()
-    ba = np.abs((nb * na[ta.query(pb)[1]]).sum(1)).mean()
-    return 0.5 * float(ab + ba)
+    return normal_consistency(pa, na, pb, nb, trees=(ta, tb))
 
 
 def best_of_bank(truth, screened: list, meshes: list, screen: int, samples: int, top: int) -> tuple[int, float]:

@@ -98,17 +98,21 @@ def chamfer_l2(a: np.ndarray, b: np.ndarray) -> float:
     return 0.5 * float((d_ab**2).mean() + (d_ba**2).mean())
 
 
-def normal_consistency(a: np.ndarray, normals_a: np.ndarray, b: np.ndarray, normals_b: np.ndarray) -> float:
+def normal_consistency(
+    a: np.ndarray, normals_a: np.ndarray, b: np.ndarray, normals_b: np.ndarray, trees: tuple | None = None
+) -> float:
     """Mean |cos| between each sample's unit normal and that of its nearest neighbour on the other
     surface, over both directions (a -> b and b -> a, each weighted 1/2). Orientation is ignored
-    (|cos|): 1 for matching surfaces, about 0.5 for random normals."""
+    (|cos|): 1 for matching surfaces, about 0.5 for random normals. trees: (cKDTree of a, of b),
+    when the caller scores one surface against many and keeps them."""
     from scipy.spatial import cKDTree
 
     a, b = _check_cloud(a, "a"), _check_cloud(b, "b")
     if normals_a.shape != a.shape or normals_b.shape != b.shape:
         raise ValueError("need one normal per point")
-    ab = np.abs((normals_a * normals_b[cKDTree(b).query(a, k=1)[1]]).sum(1))
-    ba = np.abs((normals_b * normals_a[cKDTree(a).query(b, k=1)[1]]).sum(1))
+    tree_a, tree_b = trees if trees is not None else (cKDTree(a), cKDTree(b))
+    ab = np.abs((normals_a * normals_b[tree_b.query(a, k=1)[1]]).sum(1))
+    ba = np.abs((normals_b * normals_a[tree_a.query(b, k=1)[1]]).sum(1))
     return 0.5 * float(ab.mean() + ba.mean())
 
 

@@ -50,6 +50,7 @@ def test_inside_profile_counts_queries_and_inside_ones_per_distance_band():
 
 def test_normal_consistency_sees_noise_that_f_score_at_0_05_misses():
     import trimesh
+    from scipy.spatial import cKDTree
 
     from partgen.eval.geometry import normal_consistency, normalise_box, sample_mesh, surface_metrics
 
@@ -61,6 +62,9 @@ def test_normal_consistency_sees_noise_that_f_score_at_0_05_misses():
     random /= np.linalg.norm(random, axis=1, keepdims=True)
     assert normal_consistency(pts, normals, pts, normals) == pytest.approx(1.0)
     assert normal_consistency(pts, random, pts, normals) == pytest.approx(0.5, abs=0.03)
+    other, other_normals = sample_mesh(box.vertices, box.faces, 3000, seed=1, normals=True)
+    kept = normal_consistency(pts, random, other, other_normals, trees=(cKDTree(pts), cKDTree(other)))
+    assert kept == normal_consistency(pts, random, other, other_normals)  # kept trees, the same figure
     # a fuzzy shell of the right size: good at 0.05, bad in its normals and at 0.01
     fine = box.subdivide().subdivide().subdivide().subdivide()
     noisy = fine.vertices + rng.normal(0, 0.015, fine.vertices.shape)
