@@ -57,7 +57,7 @@ from partgen.models.io import choose_device, load_trained
 from partgen.models.part_dit import PartDiT, attention_groups, part_image_groups
 from partgen.models.slat_vae import SLatVAE, blocks_to_mesh
 from partgen.models.vecset_vae import extract_mesh
-from partgen.pipelines.layout import LayoutGenerator, cube_surface_voxels
+from partgen.pipelines.layout import Layout, LayoutGenerator, cube_surface_voxels
 from partgen.pipelines.outputs import palette
 from partgen.pipelines.proportions import box_stretch, check_dimensions, fit_proportions, image_mask
 from partgen.pipelines.references import BANK_FILE, ReferenceBank
@@ -698,9 +698,9 @@ class PartGenerator:
         stage("stage 1")
         # the object's outline: it helps choose stage 1's reference, and the silhouette fit stretches it
         mask = image_mask(image) if layout is None and self.layout.uses_references else None
-        coords, surface, times, latents_count, given = self.sample_layout(image_layout, seed, progress, layout, mask)
+        coords, surface, times, latents_count, carried = self.sample_layout(image_layout, seed, progress, layout, mask)
         scale = None
-        if dimensions is not None or (self.fit_proportions and given):
+        if dimensions is not None or (self.fit_proportions and carried):
             t0 = time.perf_counter()
             coords, surface, scale = self.stretch_layout(
                 coords, surface, None if dimensions is not None else mask, dimensions
@@ -721,8 +721,9 @@ class PartGenerator:
             )
         stage("parts")
         t0 = time.perf_counter()
-        reference, count = given[2:] if given else (None, None)
-        part, names = self.assign_parts(coords, *surface, given=given[:2] if given else None, count=count)
+        given = (carried.mesh.face_part, carried.mesh.part_names) if carried else None
+        reference, count = (carried.reference, carried.part_count) if carried else (None, None)
+        part, names = self.assign_parts(coords, *surface, given=given, count=count)
         times["parts_s"] = time.perf_counter() - t0
         stage("stage 2")
         t0 = time.perf_counter()
@@ -741,14 +742,14 @@ class PartGenerator:
 
     def sample_layout(
         self, image: torch.Tensor, seed: int = 0, progress: bool = False, layout=None, mask=None
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, float], int, tuple | None]:
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, float], int, Layout | None]:
         """Stage 1: image (3, S1, S1) -> the V surface voxels (V, 3) int64 at the stage-2 resolution,
         the coarse surface (vertices (n, 3) float64 in the normalised cube, faces (m, 3) int64),
         seconds per step, the count of layout latents (L; 0 when `layout`, a mesh file or
         (vertices, faces), stands in for stage 1: its surface voxels and itself, normalised into the
         cube), and when stage 1 carried a reference shape (LayoutGenerator with references) its
-        parts, key and the part count it asks (Layout.part_count): ((m,) face parts, names, the
-        reference's key, count or None), else None. mask: the image's
+        Layout (the carried mesh with its authored parts, the reference's key, the part count it
+        asks), else None. mask: the image's
         framed object mask (image_mask), with which stage 1 chooses its reference, or None."""
         if layout is not None:
             from partgen.data_pipeline.mesh_io import load_mesh
@@ -766,8 +767,7 @@ class PartGenerator:
         times = {f"layout_{k}": v for k, v in generated.times.items()}
         if generated.mesh is not None:
             m = generated.mesh
-            given = (m.face_part, m.part_names, generated.reference, generated.part_count)
-            return coords, (m.vertices, m.faces), times, int(generated.latents.shape[0]), given
+            return coords, (m.vertices, m.faces), times, int(generated.latents.shape[0]), generated
         vertices, faces = extract_mesh(generated.grid)
         return coords, (vertices, faces), times, int(generated.latents.shape[0]), None
 
